@@ -1,0 +1,11 @@
+"""Train resnet110 from scratch on cifar10 (a teacher, or a student baseline).
+
+  kdjax train --config configs/cifar10/teacher_resnet110.py --workdir runs/cifar10/teacher_resnet110
+"""
+
+from kdjax import recipes
+
+
+def get_config(arg=None):
+  del arg
+  return recipes.teacher('cifar10', 'resnet110')

@@ -1,0 +1,13 @@
+"""Hinton KD resnet32x4 -> resnet8x4 on cifar100 (RepDistiller/CRD table: 0.1 CE + 0.9 KD, tau 4, 240 epochs).
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/kd_resnet32x4_resnet8x4.py --workdir runs/cifar100/kd_resnet32x4_resnet8x4
+"""
+
+from kdjax import recipes
+
+
+def get_config(arg=None):
+  del arg
+  return recipes.student('cifar100', 'resnet32x4', 'resnet8x4', recipes.kd_terms(weight=0.9, temperature=4.0),
+                         ce_weight=0.1)

@@ -1,0 +1,11 @@
+"""Train shufflenetv1 from scratch on cifar100 (a teacher, or a student baseline).
+
+  kdjax train --config configs/cifar100/teacher_shufflenetv1.py --workdir runs/cifar100/teacher_shufflenetv1
+"""
+
+from kdjax import recipes
+
+
+def get_config(arg=None):
+  del arg
+  return recipes.teacher('cifar100', 'shufflenetv1')

@@ -1,0 +1,11 @@
+"""Train wrn_16_2 from scratch on cifar100 (a teacher, or a student baseline).
+
+  kdjax train --config configs/cifar100/teacher_wrn_16_2.py --workdir runs/cifar100/teacher_wrn_16_2
+"""
+
+from kdjax import recipes
+
+
+def get_config(arg=None):
+  del arg
+  return recipes.teacher('cifar100', 'wrn_16_2')

@@ -1,0 +1,135 @@
+"""`kdjax bench`: time the compiled train step on synthetic data of a config's shapes.
+
+Runs without the dataset and, when the config's teacher checkpoint does not
+exist, with a randomly initialised teacher of `teacher.arch` (timing does not
+depend on the weights). Reports compile time, median step time, images/s and
+the teacher forward's share of the step. The last line is machine-readable.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax import data as data_lib
+from kdjax import models
+from kdjax.train import inputs, loop, setup as setup_lib
+
+# (image shape, classes, training-set size) of each dataset, so no data is read.
+SHAPES = {
+    'digits': ((8, 8, 1), 10, 1437),
+    'cifar10': ((32, 32, 3), 10, 50000),
+    'cifar100': ((32, 32, 3), 100, 50000),
+    'stl10': ((96, 96, 3), 10, 5000),
+    'imagenet2012': (None, 1000, 1281167),
+}
+
+
+def synthetic_dataset(cfg, pool: int):
+  name = cfg.data.name
+  if name not in SHAPES:
+    raise ValueError(f'kdjax bench knows the shapes of {sorted(SHAPES)}, not {name!r}.')
+  shape, classes, num_train = SHAPES[name]
+  if shape is None:
+    shape = (cfg.data.image_size, cfg.data.image_size, 3)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (pool,) + shape, dtype=np.uint8)
+  labels = rng.integers(0, classes, (pool,), dtype=np.int32)
+  return data_lib.Dataset(
+      name=name, num_classes=classes, image_shape=shape, mean=(0.5,) * shape[-1],
+      std=(0.25,) * shape[-1], num_train=pool, train_images=images, train_labels=labels,
+      test_images=images[:8], test_labels=labels[:8], clean_train_labels=labels,
+      train_stream=None, test_stream=None, in_memory=True)
+
+
+def _teacher(cfg, dataset):
+  if cfg.teacher.checkpoint and os.path.isdir(cfg.teacher.checkpoint):
+    return None  # build() loads the real one
+  if not cfg.teacher.arch:
+    return None
+  model = models.create(cfg.teacher.arch, dataset.num_classes)
+  variables = model.init(jax.random.key(1), jnp.zeros((2,) + dataset.image_shape), train=False)
+  return setup_lib.Teacher(model, dict(variables), cfg.teacher.arch, 'random-init', '')
+
+
+def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
+  cfg = copy.deepcopy(cfg)
+  if teacher_arch:
+    cfg.teacher.arch = teacher_arch
+  bs = cfg.optim.batch_size
+  dataset = synthetic_dataset(cfg, pool=4 * bs)
+  teacher = _teacher(cfg, dataset)
+  with cfg.unlocked():
+    cfg.teacher.checkpoint = cfg.teacher.checkpoint if teacher is None else ''
+  setup = setup_lib.build(cfg, dataset=dataset, teacher=teacher)
+  variables = setup_lib.init_variables(setup)
+  tx, _, _ = loop._tx_for_stage(setup, 0, variables['params'])
+  repl = setup_lib.replicated(setup.mesh)
+  state = jax.device_put({**variables, 'opt': tx.init(variables['params'])}, repl)
+  batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
+                                       steps_per_epoch=setup.steps_per_epoch)
+  train_step = loop.compile_stage(setup, 0, tx, batch_fn)
+  data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
+  tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
+  t0 = time.perf_counter()
+  state, m = train_step(state, tvars, data)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m = train_step(state, tvars, data)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  step_s = statistics.median(times)
+  out = {'compile_s': compile_s, 'step_ms': step_s * 1e3, 'images_per_sec': bs / step_s,
+         'teacher_share': 0.0}
+  if setup.teacher is not None:
+    tfn = jax.jit(lambda v, x: setup.teacher.model.apply(v, x, train=False))
+    x = jax.device_put(jnp.zeros((bs,) + dataset.image_shape, jnp.float32), setup_lib.data_sharded(setup.mesh))
+    jax.block_until_ready(tfn(tvars, x))
+    tt = []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(tfn(tvars, x))
+      tt.append(time.perf_counter() - t0)
+    out['teacher_share'] = statistics.median(tt) / step_s
+  return out
+
+
+def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '') -> dict:
+  devices = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
+  print(f'kdjax bench: {cfg.model.name} on {cfg.data.name}, batch {cfg.optim.batch_size}, '
+        f'terms {list(cfg.distill.terms.keys()) or "none"}, devices {devices}', flush=True)
+  if per_term:
+    rows = {}
+    base_terms = {k: dict(v) for k, v in cfg.distill.terms.items()}
+    kd = {k: v for k, v in base_terms.items() if v.get('method', k) == 'kd'}
+    if not kd:
+      kd = {'kd': {'method': 'kd', 'weight': 0.9}}
+    variants = {'kd': kd}
+    for k, v in base_terms.items():
+      if k not in kd:
+        variants[f'kd+{k}'] = {**kd, k: v}
+    for label, terms in variants.items():
+      c = copy.deepcopy(cfg)
+      with c.unlocked():
+        c.distill.terms = terms
+      rows[label] = time_step(c, steps, teacher_arch)
+      r = rows[label]
+      extra = r['step_ms'] - rows['kd']['step_ms']
+      print(f'  {label:14s} step {r["step_ms"]:8.2f} ms  (+{extra:7.2f} ms over KD)  '
+            f'{r["images_per_sec"]:9.1f} img/s  compile {r["compile_s"]:.1f} s', flush=True)
+    res = rows['kd']
+  else:
+    res = time_step(cfg, steps, teacher_arch)
+  print(f'compile {res["compile_s"]:.2f} s, median step {res["step_ms"]:.2f} ms over {steps} steps, '
+        f'teacher forward {100 * res["teacher_share"]:.1f}% of a step', flush=True)
+  print(f'images_per_sec={res["images_per_sec"]:.1f}', flush=True)
+  return res

@@ -1,0 +1,258 @@
+"""The config schema: every key kdjax reads, with its default.
+
+Synopsis:
+  Experiment files in `configs/` start from `base_config()` and change what
+  differs. Every key exists here, so the config is locked after loading and a
+  mistyped override (`--config.optim.lr_rate=0.1`) is rejected with the list
+  of valid keys instead of being silently ignored.
+
+  Durations are in epochs (`*_epochs`); `steps_per_epoch` is derived from the
+  dataset size and the global batch size (drop-remainder), see `steps()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def base_config() -> ConfigDict:
+  c = ConfigDict()
+  c.seed = 0
+  c.epochs = 240
+  c.eval_every_epochs = 1
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 3
+  c.log_every_steps = 50
+  c.eval_batch_size = 512
+  c.progress_bar = True
+
+  c.data = ConfigDict(dict(
+      name='digits',
+      data_dir='',              # TFDS data_dir ('' = TFDS default)
+      path='',                  # folder / fer2013 datasets
+      image_size=32,            # imagenet / folder / fer2013
+      label_noise=0.0,          # seed 002: symmetric noise rate sigma
+      imbalance_gamma=0.0,      # seed 002: power-law imbalance (0 = off)
+      imbalance_max=5000,
+      imbalance_min=250,
+      noise_seed=0,             # noise / imbalance draw; independent of the training seed
+      # On-device augmentation for in-memory datasets.
+      crop_padding=4,           # 0 disables the random crop
+      pad_mode='constant',      # 'reflect' for seed 002's Zagoruyko recipe
+      flip=True,
+  ))
+
+  c.model = ConfigDict(dict(
+      name='resnet8',
+      kwargs=ConfigDict(),      # architecture overrides, e.g. width_mult
+      # Self-Guidance / stochastic depth: linearly decaying survival probability
+      # with this final value; 1.0 disables. Evaluation uses the expected network.
+      stochastic_depth_final_prob=1.0,
+      # Online distillation (DML, IE-DML): train these architectures together
+      # as one student; features are 'member<i>/<name>', plus 'ensemble/logits'.
+      cohort=(),
+  ))
+
+  # A trained teacher: the workdir of a `kdjax train` run (its config.json
+  # names the architecture). Empty for teacher training.
+  # `arch` is checked against the checkpoint and used by `kdjax bench` when
+  # no trained teacher exists yet.
+  c.teacher = ConfigDict(dict(checkpoint='', arch='', train_mode=False))
+
+  c.distill = ConfigDict(dict(
+      ce_weight=1.0,
+      # name -> dict(method=<registered name, default: the key>, weight=..., <hparams>)
+      terms=ConfigDict(),
+      # Regexes over parameter paths updated one after another, each after a
+      # fresh forward pass (DML's alternating order); empty = one update.
+      update_groups=(),
+  ))
+
+  c.optim = ConfigDict(dict(
+      batch_size=64,
+      lr=0.05,
+      # If > 0, lr is scaled by batch_size / base_batch_size (linear scaling rule).
+      base_batch_size=0,
+      momentum=0.9,
+      nesterov=False,
+      weight_decay=5e-4,
+      schedule='piecewise',     # 'piecewise' | 'cosine' | 'constant'
+      boundaries_epochs=(150, 180, 210),
+      decay_factor=0.1,
+      warmup_epochs=0.0,
+  ))
+
+  # Multi-stage schedules (init stages of FitNet/FSP/AB/FT/IE-KD). Empty: one
+  # stage made of the top-level epochs/optim/distill. Each entry may set name,
+  # epochs, trainable (regexes over 'student/...' and 'aux/<term>/...' paths;
+  # empty = everything), distill (ce_weight, terms) and optim overrides.
+  c.stages = ()
+  c.lock()
+  return c
+
+
+def steps(num_examples: int, batch_size: int) -> int:
+  """Steps per epoch: full batches only, as every reference drops the remainder."""
+  n = num_examples // batch_size
+  if n == 0:
+    raise ValueError(f'batch size {batch_size} exceeds the training set ({num_examples}).')
+  return n
+
+
+def load_file(path: str, arg: str | None = None) -> ConfigDict:
+  """Import a config file and call its `get_config([arg])`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'config file {path!r} does not exist.')
+  spec = importlib.util.spec_from_file_location('kdjax_config_' + hashlib.md5(path.encode()).hexdigest(), path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config(arg) if arg is not None else mod.get_config()
+  return cfg
+
+
+def _flat_keys(cfg: ConfigDict, prefix: str = '') -> list[str]:
+  out = []
+  for k, v in cfg.items():
+    out.append(prefix + k)
+    if isinstance(v, ConfigDict):
+      out.extend(_flat_keys(v, prefix + k + '.'))
+  return out
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  import ast
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, bool):
+    if isinstance(value, str):
+      value = value.lower() in ('1', 'true', 'yes')
+    return bool(value)
+  if isinstance(current, float) and isinstance(value, int):
+    return float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    return tuple(value)
+  return value
+
+
+def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
+  """Apply `a.b.c=value` strings; unknown keys fail with the valid ones listed.
+
+  Keys under `distill.terms` and `model.kwargs` may be created, since those
+  hold open-ended per-method hyper-parameters that the method builder checks.
+  """
+  for item in overrides:
+    if '=' not in item:
+      raise ValueError(f'override {item!r} is not of the form key=value.')
+    key, text = item.split('=', 1)
+    key = key.removeprefix('--').removeprefix('config.')
+    parts = key.split('.')
+    node = cfg
+    for i, p in enumerate(parts[:-1]):
+      if p not in node:
+        if _open_ended(parts[:i]):
+          with node.unlocked():
+            node[p] = ConfigDict()
+        else:
+          raise KeyError(_unknown_key_message(cfg, '.'.join(parts[:i + 1])))
+      node = node[p]
+    leaf = parts[-1]
+    if leaf not in node:
+      if _open_ended(parts[:-1]):
+        with node.unlocked():
+          node[leaf] = _parse_value(text, None)
+        continue
+      raise KeyError(_unknown_key_message(cfg, key))
+    node[leaf] = _parse_value(text, node[leaf])
+  return cfg
+
+
+def _open_ended(path: list[str]) -> bool:
+  return (path[:2] == ['distill', 'terms'] and len(path) >= 2) or path[:2] == ['model', 'kwargs']
+
+
+def _unknown_key_message(cfg: ConfigDict, key: str) -> str:
+  keys = _flat_keys(cfg)
+  close = difflib.get_close_matches(key, keys, n=3)
+  hint = f' Did you mean {", ".join(close)}?' if close else ''
+  return f'unknown config key {key!r}.{hint} Valid keys: {", ".join(sorted(keys))}'
+
+
+def check(cfg: ConfigDict) -> None:
+  """Validate a loaded config against the base schema (catches typos in files)."""
+  base = set(_flat_keys(base_config()))
+  for key in _flat_keys(cfg):
+    if key in base or key.startswith(('distill.terms.', 'model.kwargs.')):
+      continue
+    if key.startswith('stages'):
+      continue
+    raise KeyError(_unknown_key_message(base_config(), key))
+
+
+def to_json(cfg: ConfigDict) -> str:
+  return cfg.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def config_hash(cfg: ConfigDict) -> str:
+  return hashlib.sha256(json.dumps(json.loads(to_json(cfg)), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stages(cfg: ConfigDict) -> list[ConfigDict]:
+  """The run's stages, each a full ConfigDict-like view with epochs/optim/distill."""
+  if not cfg.stages:
+    return [ConfigDict(dict(name='main', epochs=cfg.epochs, trainable=(),
+                            optim=cfg.optim, distill=cfg.distill))]
+  out = []
+  for i, st in enumerate(cfg.stages):
+    st = ConfigDict(st) if not isinstance(st, ConfigDict) else st
+    optim = ConfigDict(cfg.optim.to_dict())
+    for k, v in st.get('optim', {}).items():
+      if k not in optim:
+        raise KeyError(f'stage {i}: unknown optim key {k!r}; valid: {sorted(optim)}')
+      optim[k] = tuple(v) if isinstance(optim[k], tuple) else v
+    distill = ConfigDict(cfg.distill.to_dict())
+    if 'distill' in st:
+      for k, v in st.distill.items():
+        if k not in distill:
+          raise KeyError(f'stage {i}: unknown distill key {k!r}; valid: {sorted(distill)}')
+        distill[k] = v
+    for k in st:
+      if k not in ('name', 'epochs', 'trainable', 'optim', 'distill'):
+        raise KeyError(f'stage {i}: unknown key {k!r}; valid: name, epochs, trainable, optim, distill')
+    out.append(ConfigDict(dict(name=st.get('name', f'stage{i}'), epochs=st.get('epochs', cfg.epochs),
+                               trainable=tuple(st.get('trainable', ())), optim=optim, distill=distill)))
+  return out
+
+
+def _merge(node: ConfigDict, values: dict) -> None:
+  for k, v in values.items():
+    if k in node and isinstance(node[k], ConfigDict) and isinstance(v, dict):
+      _merge(node[k], v)
+    elif k in node:
+      node[k] = tuple(v) if isinstance(node[k], tuple) and isinstance(v, list) else v
+    else:
+      with node.unlocked():
+        node[k] = ConfigDict(v) if isinstance(v, dict) else v
+
+
+def from_json(path: str) -> ConfigDict:
+  """Rebuild a run's config from its workdir's config.json (types from the schema)."""
+  with open(path) as f:
+    values = json.load(f)
+  cfg = base_config()
+  with cfg.unlocked():
+    cfg.stages = tuple(values.pop('stages', ()) or ())
+  _merge(cfg, values)
+  return cfg

@@ -1,0 +1,121 @@
+"""The `kdjax` command line.
+
+  kdjax train --config configs/cifar100/kd_resnet32x4_resnet8x4.py[:arg] --workdir DIR [--config.x=y ...]
+  kdjax eval --workdir DIR
+  kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
+  kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
+  kdjax methods                        list the registered distillation methods
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _load_config(spec: str, overrides):
+  from kdjax import config as config_lib
+  path, _, arg = spec.partition(':')
+  cfg = config_lib.load_file(path, arg or None)
+  config_lib.check(cfg)
+  return config_lib.apply_overrides(cfg, overrides)
+
+
+def _split_overrides(argv):
+  """Separate `--config.a.b=v` / `--config.a.b v` items from the other flags."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith('--config.'):
+      if '=' in a:
+        overrides.append(a[2:])
+      elif i + 1 < len(argv):
+        overrides.append(a[2:] + '=' + argv[i + 1])
+        i += 1
+      else:
+        raise SystemExit(f'{a} needs a value.')
+    else:
+      rest.append(a)
+    i += 1
+  return rest, overrides
+
+
+def cmd_train(args, overrides):
+  from kdjax.train import train_and_evaluate
+  cfg = _load_config(args.config, overrides)
+  results = train_and_evaluate(cfg, args.workdir)
+  print(json.dumps(results, indent=2))
+  return 0 if not results.get('interrupted') else 143
+
+
+def cmd_eval(args, overrides):
+  from kdjax.train import evaluate_workdir
+  res = evaluate_workdir(args.workdir)
+  print(json.dumps(res, indent=2))
+  return 0
+
+
+def cmd_bench(args, overrides):
+  from kdjax import bench
+  cfg = _load_config(args.config, overrides)
+  bench.run(cfg, steps=args.steps, per_term=args.per_term, teacher_arch=args.teacher_arch)
+  return 0
+
+
+def cmd_quickstart(args, overrides):
+  from kdjax import quickstart
+  quickstart.run(args.workdir, overrides)
+  return 0
+
+
+def cmd_methods(args, overrides):
+  from kdjax.distill import registered_methods
+  for name, m in sorted(registered_methods().items()):
+    print(f'{name:16s} {m.family:22s} {m.paper}')
+  return 0
+
+
+def run(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if os.environ.get('KDJAX_DISTRIBUTED') == '1':
+    import jax
+    jax.distributed.initialize()  # multi-host: one process per host (TPU pods, multi-node GPU)
+  rest, overrides = _split_overrides(argv)
+  parser = argparse.ArgumentParser(prog='kdjax', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='cmd', required=True)
+  p = sub.add_parser('train', help='train a teacher or distil a student')
+  p.add_argument('--config', required=True)
+  p.add_argument('--workdir', required=True)
+  p = sub.add_parser('eval', help='re-evaluate the newest checkpoint of a workdir')
+  p.add_argument('--workdir', required=True)
+  p = sub.add_parser('bench', help='time the compiled train step on synthetic batches')
+  p.add_argument('--config', required=True)
+  p.add_argument('--steps', type=int, default=20)
+  p.add_argument('--per_term', action='store_true',
+                 help='also time plain KD and KD + each other term, one at a time')
+  p.add_argument('--teacher_arch', default='',
+                 help='teacher architecture when the config has no trained teacher (random init)')
+  p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
+  p.add_argument('--workdir', default='runs/quickstart')
+  sub.add_parser('methods', help='list registered distillation methods')
+  args = parser.parse_args(rest)
+  if overrides and args.cmd in ('eval', 'methods'):
+    parser.error(f'{args.cmd} takes no --config.* overrides')
+  cmd = {'train': cmd_train, 'eval': cmd_eval, 'bench': cmd_bench,
+         'quickstart': cmd_quickstart, 'methods': cmd_methods}[args.cmd]
+  try:
+    return cmd(args, overrides)
+  except (KeyError, ValueError, FileNotFoundError) as e:
+    # User errors: one clear line, no traceback (KDJAX_DEBUG=1 shows it).
+    if os.environ.get('KDJAX_DEBUG'):
+      raise
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f'kdjax {args.cmd}: error: {msg}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(run())

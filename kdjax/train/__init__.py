@@ -1,0 +1,12 @@
+"""Training: one generic step (`step`), its loop (`loop`), checkpoints, metrics."""
+
+
+def __getattr__(name):
+  # Lazy, so `kdjax.train.metrics` or `optim` import without the data stack.
+  if name in ('train_and_evaluate', 'evaluate_workdir', 'NonFiniteLossError'):
+    from kdjax.train import loop
+    return getattr(loop, name)
+  raise AttributeError(name)
+
+
+__all__ = ['train_and_evaluate', 'evaluate_workdir', 'NonFiniteLossError']

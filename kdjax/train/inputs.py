@@ -1,0 +1,69 @@
+"""Batch sources for the train step: on-device sampling or host-streamed batches.
+
+In-memory datasets (digits, CIFAR) live on the device as uint8; each step
+draws its indices from a per-epoch permutation keyed by (seed, epoch) and
+augments with a key derived from (seed, step), all inside the compiled step,
+so the host never touches an image and the stream is exactly reproducible.
+Streamed datasets (ImageNet) arrive as host batches already augmented by grain.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax.data import augment
+
+
+def epoch_key(seed: int, epoch):
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+
+
+def in_memory_batch_fn(dataset, data_cfg, *, seed: int, batch_size: int, steps_per_epoch: int):
+  """`batch_fn(data, step, key)` for data = {'image': uint8 [N,H,W,C], 'label': int32 [N]}."""
+  mean = jnp.asarray(dataset.mean, jnp.float32)
+  std = jnp.asarray(dataset.std, jnp.float32)
+
+  def batch_fn(data, step, key):
+    epoch, step_in_epoch = step // steps_per_epoch, step % steps_per_epoch
+    images, labels, index = augment.gather_batch(
+        data['image'], data['label'], epoch_key(seed, epoch), step_in_epoch, batch_size)
+    if data_cfg.crop_padding or data_cfg.flip:
+      # Crop and flip the raw pixels so the padding is black, as torchvision's
+      # RandomCrop on the PIL image does, then normalise.
+      images = augment.random_crop_flip(key, images, pad=data_cfg.crop_padding, flip=data_cfg.flip,
+                                        pad_mode=data_cfg.pad_mode)
+    x = augment.normalize(images, mean, std)
+    return {'image': x, 'label': labels, 'index': index}
+  return batch_fn
+
+
+def streamed_batch_fn(dataset):
+  """`batch_fn(batch, step, key)` for host batches {'image' uint8, 'label', 'index'}."""
+  mean = jnp.asarray(dataset.mean, jnp.float32)
+  std = jnp.asarray(dataset.std, jnp.float32)
+
+  def batch_fn(batch, step, key):
+    del step, key
+    return {'image': augment.normalize(batch['image'], mean, std), 'label': batch['label'],
+            'index': batch['index']}
+  return batch_fn
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
+  """Yields (images, labels, n_valid) with the last batch zero-padded to full size."""
+  n = len(images)
+  for start in range(0, n, batch_size):
+    x, y = images[start:start + batch_size], labels[start:start + batch_size]
+    valid = len(x)
+    if valid < batch_size:
+      x = np.concatenate([x, np.zeros((batch_size - valid,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros((batch_size - valid,), y.dtype)])
+    yield x, y, valid
+
+
+def normalize_host(images: np.ndarray, dataset) -> np.ndarray:
+  mean = np.asarray(dataset.mean, np.float32)
+  std = np.asarray(dataset.std, np.float32)
+  return ((images.astype(np.float32) / 255.0) - mean) / std

@@ -1,0 +1,107 @@
+"""Optimizer and learning-rate schedules from the config.
+
+SGD follows PyTorch's semantics, which every reference recipe assumes:
+coupled weight decay (g + wd * p) before momentum, `v = mu * v + g`,
+Nesterov `g + mu * v`, and the decay applied to every parameter (BN included)
+unless a term opts out (`Term.aux_weight_decay`).
+
+Batch-size scaling: with `optim.base_batch_size > 0` the learning rate is
+`lr * batch_size / base_batch_size` (Goyal et al.'s linear rule); recipes in
+`configs/` give the lr for their own batch size and leave it at 0.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import optax
+
+
+def learning_rate(optim, steps_per_epoch: int, epochs: float) -> optax.Schedule:
+  lr = optim.lr
+  if optim.base_batch_size:
+    lr = lr * optim.batch_size / optim.base_batch_size
+  total = max(int(round(epochs * steps_per_epoch)), 1)
+  warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+  if optim.schedule == 'piecewise':
+    main = optax.piecewise_constant_schedule(
+        lr, {int(round(e * steps_per_epoch)) - warmup: optim.decay_factor
+             for e in optim.boundaries_epochs if e * steps_per_epoch > warmup})
+  elif optim.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
+  elif optim.schedule == 'constant':
+    main = optax.constant_schedule(lr)
+  else:
+    raise ValueError(f"unknown optim.schedule {optim.schedule!r}; use 'piecewise', 'cosine' or 'constant'.")
+  if warmup <= 0:
+    return main
+  # Step i of the warm-up uses lr * (i + 1) / warmup, then the main schedule (shifted).
+  ramp = optax.linear_schedule(lr / warmup, lr, max(warmup - 1, 1))
+  return optax.join_schedules([ramp, main], [warmup])
+
+
+def path_str(path: Sequence[Any]) -> str:
+  return '/'.join(str(getattr(p, 'key', p)) for p in path)
+
+
+def label_tree(params, fn) -> Any:
+  """A tree of the same structure whose leaves are fn('a/b/c')."""
+  return jax.tree_util.tree_map_with_path(lambda p, _: fn(path_str(p)), params)
+
+
+def group_of(path: str, groups: Sequence[str]) -> str | None:
+  """The update group ('group<i>') of a parameter path: the first regex it matches."""
+  for i, g in enumerate(groups):
+    if re.search(g, path):
+      return f'group{i}'
+  return None
+
+
+def replace_group_state(old_state, new_state, group: str):
+  """Keep `new_state`'s inner state for `group` only (multi_transform states)."""
+  inner = dict(old_state.inner_states)
+  inner[group] = new_state.inner_states[group]
+  return old_state._replace(inner_states=inner)
+
+
+def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str] = (),
+            no_decay_prefixes: Sequence[str] = (),
+            update_groups: Sequence[str] = ()) -> optax.GradientTransformation:
+  """SGD for `params` = {'student': ..., 'aux': {...}}.
+
+  Args:
+    trainable: regexes over '/'-joined parameter paths; when non-empty, the
+      parameters that match none of them are frozen (zero update, no decay).
+    no_decay_prefixes: path prefixes exempt from weight decay.
+    update_groups: regexes defining parameter groups that the step updates
+      one after another; each gets its own optimizer state. Parameters in no
+      group are frozen.
+  """
+  patterns = [re.compile(p) for p in trainable]
+
+  def is_trainable(path):
+    return not patterns or any(p.search(path) for p in patterns)
+
+  paths = jax.tree.leaves(label_tree(params, lambda k: k))
+  if patterns and not any(is_trainable(k) for k in paths):
+    raise ValueError(f'stage.trainable={list(trainable)} matches no parameter; paths look like '
+                     f'{sorted(paths)[:3]}')
+  decay_mask = label_tree(params, lambda k: not k.startswith(tuple(no_decay_prefixes)))
+  sgd = optax.chain(
+      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask) if optim.weight_decay else optax.identity(),
+      optax.trace(decay=optim.momentum, nesterov=optim.nesterov) if optim.momentum else optax.identity(),
+      optax.scale_by_learning_rate(schedule),
+  )
+  if update_groups:
+    for i, g in enumerate(update_groups):
+      if not any(group_of(k, update_groups) == f'group{i}' for k in paths):
+        raise ValueError(f'distill.update_groups[{i}]={g!r} matches no parameter (or only ones an '
+                         f'earlier group took); paths look like {sorted(paths)[:3]}')
+    labels = label_tree(params, lambda k: (group_of(k, update_groups) or 'freeze')
+                        if is_trainable(k) else 'freeze')
+    txs = {name: sgd for name in (f'group{i}' for i in range(len(update_groups)))}
+    return optax.multi_transform({**txs, 'freeze': optax.set_to_zero()}, labels)
+  labels = label_tree(params, lambda k: 'train' if is_trainable(k) else 'freeze')
+  return optax.multi_transform({'train': sgd, 'freeze': optax.set_to_zero()}, labels)

@@ -1,0 +1,203 @@
+"""Everything built before the first compile: data, models, teacher, terms, state.
+
+All user errors (unknown architecture, method, feature or hyper-parameter,
+missing teacher or dataset, incompatible pairs) surface here, from shapes
+alone (`jax.eval_shape`), before any XLA compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from kdjax import config as config_lib
+from kdjax import data as data_lib
+from kdjax import models
+from kdjax.distill import api as distill_api
+from kdjax.distill import methods as _methods  # noqa: F401  (registers every method)
+from kdjax.models.cohort import Cohort
+from kdjax.train import checkpoint as ckpt_lib
+
+
+@dataclasses.dataclass
+class Teacher:
+  model: Any
+  variables: Any
+  arch: str
+  hash: str
+  workdir: str
+
+
+@dataclasses.dataclass
+class Setup:
+  config: Any
+  dataset: Any
+  student: Any
+  student_arch: str
+  teacher: Teacher | None
+  stages: list
+  stage_terms: list  # per stage: tuple[Term, ...]
+  all_terms: dict    # name -> Term (first occurrence), owner of aux variables
+  steps_per_epoch: int
+  stage_bounds: list  # per stage: (start_step, end_step)
+  survival: tuple[float, ...] | None
+  mesh: Mesh
+  info: distill_api.BuildInfo
+
+  @property
+  def total_steps(self) -> int:
+    return self.stage_bounds[-1][1]
+
+  def stage_of(self, step: int) -> int:
+    """The stage that runs `step` next (the last one once training is over)."""
+    for i, (_, end) in enumerate(self.stage_bounds):
+      if step < end:
+        return i
+    return len(self.stage_bounds) - 1
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A one-axis data-parallel mesh. Auto axes: XLA propagates the batch
+  sharding we constrain inside the step (explicit axes would demand
+  `reshard` at every op)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def input_shape(dataset) -> tuple[int, ...]:
+  return (2,) + tuple(dataset.image_shape)
+
+
+def feature_shapes(model, variables_shape, dataset) -> dict[str, jax.ShapeDtypeStruct]:
+  x = jax.ShapeDtypeStruct(input_shape(dataset), jnp.float32)
+  logits, feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables_shape, x)
+  return {**feats, 'logits': logits}
+
+
+def load_teacher(cfg, dataset) -> Teacher | None:
+  path = cfg.teacher.checkpoint
+  if not path:
+    return None
+  path = os.path.abspath(path)
+  cfg_path = os.path.join(path, 'config.json')
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(
+        f'teacher.checkpoint={path!r} is not a kdjax workdir (no config.json). Train a teacher '
+        f'first, e.g. `kdjax train --config configs/{dataset.name}/teacher_<arch>.py --workdir {path}`.')
+  with open(cfg_path) as f:
+    tcfg = json.load(f)
+  arch, kwargs = tcfg['model']['name'], tcfg['model'].get('kwargs', {}) or {}
+  if cfg.teacher.arch and cfg.teacher.arch != arch:
+    raise ValueError(f'config.teacher.arch={cfg.teacher.arch!r} but the checkpoint in {path} '
+                     f'is a {arch!r}.')
+  if tcfg['data']['name'] != dataset.name:
+    raise ValueError(f'the teacher in {path} was trained on {tcfg["data"]["name"]!r}, '
+                     f'but this run uses {dataset.name!r}.')
+  model = models.create(arch, dataset.num_classes, **kwargs)
+  ckpt_dir = os.path.join(path, 'checkpoints')
+  step, state = ckpt_lib.restore_exported(ckpt_dir)
+  variables = {'params': state['params']['student'], 'batch_stats': state['batch_stats']}
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
+  got = jax.tree.map(lambda a: a.shape, variables)
+  want = jax.tree.map(lambda a: a.shape, dict(expected))
+  if got != want:
+    raise ValueError(f'teacher checkpoint {ckpt_dir} (step {step}) does not match architecture {arch!r}.')
+  variables = jax.tree.map(jnp.asarray, variables)
+  return Teacher(model, variables, arch, ckpt_lib.tree_hash(variables), path)
+
+
+def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
+  """Resolve everything; `dataset`/`teacher` replace the config's (benchmarks)."""
+  config_lib.check(cfg)
+  dataset = dataset if dataset is not None else data_lib.load(cfg.data)
+  kwargs = dict(cfg.model.kwargs) if cfg.model.kwargs else {}
+  if cfg.model.cohort:
+    student = Cohort(tuple(models.create(a, dataset.num_classes, **kwargs) for a in cfg.model.cohort))
+  else:
+    student = models.create(cfg.model.name, dataset.num_classes, **kwargs)
+  teacher = teacher if teacher is not None else load_teacher(cfg, dataset)
+
+  n_dev = jax.device_count()
+  stages = config_lib.stages(cfg)
+  for st in stages:
+    if st.optim.batch_size % n_dev:
+      raise ValueError(f'batch size {st.optim.batch_size} is not divisible by the {n_dev} devices.')
+  if len({st.optim.batch_size for st in stages}) != 1:
+    raise ValueError('all stages must use the same batch size.')
+  steps_per_epoch = config_lib.steps(dataset.num_train, stages[0].optim.batch_size)
+
+  var_shapes = jax.eval_shape(
+      lambda: student.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
+  s_shapes = feature_shapes(student, var_shapes, dataset)
+  t_shapes = None
+  bn_map = None
+  if teacher is not None:
+    t_shapes = feature_shapes(teacher.model, teacher.variables, dataset)
+    bn_map = getattr(teacher.model, 'bn_before_relu', lambda: None)()
+  info = distill_api.BuildInfo(student_shapes=s_shapes, teacher_shapes=t_shapes,
+                               num_classes=dataset.num_classes, num_train=dataset.num_train,
+                               student_arch=cfg.model.name, teacher_arch=teacher.arch if teacher else '',
+                               bn_before_relu=bn_map,
+                               train_labels=getattr(dataset, 'train_labels', None))
+  stage_terms, all_terms = [], {}
+  for st in stages:
+    specs = []
+    for key, spec in st.distill.terms.items():
+      spec = dict(spec)
+      spec.setdefault('method', key)
+      spec.setdefault('name', key)
+      specs.append(spec)
+    terms = distill_api.resolve_terms(specs, info)
+    stage_terms.append(terms)
+    for t in terms:
+      all_terms.setdefault(t.name, t)
+
+  bounds, start = [], 0
+  for st in stages:
+    end = start + int(round(st.epochs * steps_per_epoch))
+    bounds.append((start, end))
+    start = end
+
+  survival = None
+  if cfg.model.stochastic_depth_final_prob < 1.0:
+    if not hasattr(student, 'num_blocks'):
+      raise ValueError(f'{cfg.model.name} has no residual blocks; stochastic depth needs one.')
+    survival = tuple(float(p) for p in models.survival_probs(student.num_blocks,
+                                                              cfg.model.stochastic_depth_final_prob))
+  return Setup(cfg, dataset, student, cfg.model.name, teacher, stages, stage_terms, all_terms,
+               steps_per_epoch, bounds, survival, make_mesh(), info)
+
+
+def init_variables(setup: Setup) -> dict:
+  """Fresh student and auxiliary variables; the optimizer state is added per stage."""
+  key = jax.random.key(setup.config.seed)
+  k_model, k_aux = jax.random.split(key)
+  variables = setup.student.init(k_model, jnp.zeros(input_shape(setup.dataset)), train=False)
+  ctx = distill_api.example_context(setup.info)
+  aux_params, aux_state = {}, {}
+  for i, (name, term) in enumerate(sorted(setup.all_terms.items())):
+    if term.init is None:
+      continue
+    aux = dict(term.init(jax.random.fold_in(k_aux, i), ctx))
+    aux_params[name] = aux.pop('params', {})
+    if aux:
+      aux_state[name] = aux
+  return {'step': jnp.zeros((), jnp.int32),
+          'params': {'student': variables['params'], 'aux': aux_params},
+          'batch_stats': variables.get('batch_stats', {}), 'aux_state': aux_state}

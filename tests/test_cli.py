@@ -1,0 +1,40 @@
+"""The `kdjax` command line: user errors are one clear line, bench prints throughput."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def kdjax(*args, timeout=600):
+  return subprocess.run([sys.executable, '-m', 'kdjax.main', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_methods_lists_kd():
+  out = kdjax('methods')
+  assert out.returncode == 0, out.stderr
+  assert any(line.split()[0] == 'kd' for line in out.stdout.splitlines())
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+  out = kdjax('train', '--config', 'configs/digits/teacher_resnet8.py', '--workdir', str(tmp_path),
+              '--config.optim.lr_rate=0.1')
+  assert out.returncode == 2
+  assert "unknown config key 'optim.lr_rate'" in out.stderr and 'optim.lr' in out.stderr
+  assert 'Traceback' not in out.stderr
+
+
+def test_unknown_architecture_is_rejected(tmp_path):
+  out = kdjax('train', '--config', 'configs/digits/teacher_resnet8.py', '--workdir', str(tmp_path),
+              '--config.model.name=resnet9')
+  assert out.returncode == 2 and 'resnet9' in out.stderr and 'resnet8' in out.stderr
+
+
+def test_bench_prints_machine_readable_throughput():
+  out = kdjax('bench', '--config', 'configs/digits/kd_resnet20_resnet8.py', '--steps', '3')
+  assert out.returncode == 0, out.stderr[-2000:]
+  last = out.stdout.strip().splitlines()[-1]
+  assert last.startswith('images_per_sec=') and float(last.split('=')[1]) > 0
+  assert 'teacher forward' in out.stdout
