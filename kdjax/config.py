@@ -41,6 +41,7 @@ def base_config() -> ConfigDict:
       path='',                  # folder / fer2013 datasets
       image_size=32,            # imagenet / folder / fer2013
       label_noise=0.0,          # seed 002: symmetric noise rate sigma
+      label_noise_include_true=True,  # resample over all K classes (Hendrycks et al.)
       imbalance_gamma=0.0,      # seed 002: power-law imbalance (0 = off)
       imbalance_max=5000,
       imbalance_min=250,

@@ -38,3 +38,23 @@ def test_bench_prints_machine_readable_throughput():
   last = out.stdout.strip().splitlines()[-1]
   assert last.startswith('images_per_sec=') and float(last.split('=')[1]) > 0
   assert 'teacher forward' in out.stdout
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+  import signal
+  import time
+  wd = str(tmp_path / 'run')
+  cmd = [sys.executable, '-m', 'kdjax.main', 'train', '--config', 'configs/digits/teacher_resnet8.py',
+         '--workdir', wd, '--config.epochs=200', '--config.checkpoint_every_epochs=1000',
+         '--config.progress_bar=False', '--config.eval_every_epochs=1000']
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  # Wait until training is under way (the first metrics record), then SIGTERM.
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.exists(os.path.join(wd, 'metrics.jsonl')):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 143, out[-2000:]
+  assert 'checkpoint saved' in out
+  steps = [int(d) for d in os.listdir(os.path.join(wd, 'checkpoints')) if d.isdigit()]
+  assert steps and 0 < max(steps) < 200 * 22

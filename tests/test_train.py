@@ -146,3 +146,26 @@ def test_eval_workdir_matches_final_metrics(teacher_dir):
   res = loop.evaluate_workdir(teacher_dir)
   final = json.load(open(os.path.join(teacher_dir, 'results.json')))['final']
   assert res['top1'] == final['top1'] and res['ece'] == pytest.approx(final['ece'])
+
+
+@pytest.mark.parametrize('dataset,arch,image_size', [('cifar10', 'resnet8', 32),
+                                                     ('imagenet2012', 'resnet18', 32)])
+def test_tfds_paths_train_on_mock_data(tmp_path, dataset, arch, image_size):
+  """The real CIFAR (in-memory) and ImageNet (grain stream) paths, on TFDS mock data."""
+  import tensorflow_datasets as tfds
+  cfg = recipes.teacher(dataset, arch)
+  cfg.data.data_dir = str(tmp_path / 'tfds')
+  cfg.data.image_size = image_size
+  cfg.epochs = 1
+  cfg.optim.batch_size = 8
+  cfg.eval_batch_size = 8
+  cfg.progress_bar = False
+  from tfds_helpers import prepare_metadata
+  splits = {'cifar10': [('train', 50000), ('test', 10000)],
+            'imagenet2012': [('train', 1281167), ('validation', 50000)]}[dataset]
+  prepare_metadata(tmp_path / 'tfds', dataset, splits)
+  with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / 'tfds')):
+    res = loop.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  assert np.isfinite(res['final']['loss'])
+  lines = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
+  assert [l['step'] for l in lines if l['kind'] == 'eval'] == [2]
