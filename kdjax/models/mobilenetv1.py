@@ -1,0 +1,79 @@
+"""MobileNetV1 for ImageNet (mdistiller `imagenet/mobilenetv1.py`, the CRD/DKD ImageNet student).
+
+Synopsis:
+  MobileNetV1(num_classes)
+
+layer0: conv3x3/2 3 -> 32 + BN + ReLU; layers 1..13: depthwise 3x3 + BN + ReLU,
+pointwise 1x1 + BN + ReLU with (out, stride) = (64,1) (128,2) (128,1) (256,2)
+(256,1) (512,2) (512,1)x5 (1024,2) (1024,1); global average pooling (mdistiller's
+AvgPool(7) at 224 px) and `head` (1024 -> K). No conv biases; 4.23M parameters.
+
+Features (mdistiller feats / preact_feats):
+  stem          layer0 output (after ReLU; stride 2).
+  stageK        relu of the outputs of layers 3, 5, 11, 13 (128/256/512/1024 ch;
+                strides 4, 8, 16, 32).
+  stageK_preact the same before the final ReLU (the pointwise BN output).
+  last_map      = stage4; pooled = mean over H, W.
+
+Parameter names: `layer0` (`conv`, `bn`), `layer{i}` (`dw_conv`, `dw_bn`, `pw_conv`,
+`pw_bn`), `head`. bn_before_relu: `pw_bn` of layers 3, 5, 11, 13 (mdistiller).
+No residual blocks: `branch_scale` raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from kdjax.models import common
+
+_LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+           (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+_STAGE_ENDS = (3, 5, 11, 13)
+
+
+class DepthwiseSeparable(nn.Module):
+  features: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    c = x.shape[-1]
+    x = common.conv(c, 3, self.stride, groups=c, name='dw_conv')(x)
+    x = nn.relu(common.batch_norm(train, 'dw_bn')(x))
+    x = common.conv(self.features, 1, name='pw_conv')(x)
+    return common.batch_norm(train, 'pw_bn')(x)  # pre-ReLU
+
+
+class ConvBN(nn.Module):
+  features: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = common.conv(self.features, 3, self.stride, name='conv')(x)
+    return nn.relu(common.batch_norm(train, 'bn')(x))
+
+
+class MobileNetV1(nn.Module):
+  num_classes: int
+
+  def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
+    return {f'stage{k + 1}_preact': (f'layer{i}', 'pw_bn') for k, i in enumerate(_STAGE_ENDS)}
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    common.no_branch_scale(branch_scale, 'mobilenetv1')
+    feats = {}
+    x = feats['stem'] = ConvBN(32, 2, name='layer0')(x, train=train)
+    for i, (out, stride) in enumerate(_LAYERS, start=1):
+      pre = DepthwiseSeparable(out, stride, name=f'layer{i}')(x, train=train)
+      x = nn.relu(pre)
+      if i in _STAGE_ENDS:
+        k = _STAGE_ENDS.index(i) + 1
+        feats[f'stage{k}_preact'], feats[f'stage{k}'] = pre, x
+    feats['last_map'] = x
+    x = feats['pooled'] = common.global_pool(x)
+    x = feats['logits'] = common.Head(self.num_classes)(x)
+    return x, feats

@@ -1,0 +1,182 @@
+"""ONE's multi-branch network (Lan et al. 2018, official `ONE_ResNet`), for CIFAR ResNets and WRNs.
+
+Synopsis:
+  model = create_one('resnet32', num_classes=100, branches=3)
+  logits, feats = model.apply(variables, images, train=False)   # logits = ensemble
+
+Structure: a shared trunk (stem, stage 1, stage 2 of the base network), then
+`branches` independent copies of stage 3, each with its own classifier, and a
+gate GAP(stage2) -> Dense(m) -> BatchNorm -> ReLU -> softmax = g. The ensemble
+logits are sum_i g_i z_i (logits are mixed, not probabilities).
+
+Base architectures:
+  resnet{6n+2}  kdjax's CIFAR ResNet (`resnet_cifar`, RD widths 16/16/32/64, basic
+                blocks, option-B shortcuts). The ONE code switches to bottleneck
+                blocks for depth >= 44; pass block='bottleneck' (or 'auto' for the
+                code's rule) to get that; the default 'basic' keeps ONE's branch
+                identical to the plain `resnet{d}` baseline.
+  wrn_{d}_{w}   kdjax's WRN (pre-activation, RD): trunk = conv1 + groups 1-2,
+                branch = group 3 + final BN-ReLU + head. Seed 002 runs ONE on WRNs;
+                the official code has no WRN, so this split follows the ResNet one.
+
+Blocks are `common.BasicBlock`/`common.Bottleneck` and `wrn.WideBlock`, the same
+classes the plain models use.
+
+Features: `stem`, `stage1`, `stage2` (trunk), `gate` [N, m], `branch{i}/stage3`,
+`branch{i}/pooled`, `branch{i}/logits`, `ensemble/logits`, and branch 0's
+`stage3`, `last_map`, `pooled` under the plain names (so single-network feature
+methods still find them); the main logits are the ensemble's.
+Parameter names: trunk as in the base model (`conv1`, `bn1`, `layer{1,2}_{i}` or
+`block{1,2}_{i}`), `branch{i}/...` (stage-3 blocks, [`bn1`,] `head`), `gate_fc`,
+`gate_bn`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kdjax.models import common
+from kdjax.models.wrn import WideBlock
+
+
+class _ResNetBranch(nn.Module):
+  """Stage 3 of a CIFAR ResNet plus its classifier."""
+  n: int
+  planes: int
+  block: str
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
+    for i in range(self.n):
+      x, _ = block_cls(self.planes, 2 if i == 0 else 1, name=f'layer3_{i}')(x, train=train)
+    stage3 = x
+    pooled = common.global_pool(x)
+    return common.Head(self.num_classes)(pooled), stage3, stage3, pooled
+
+
+class _WRNBranch(nn.Module):
+  """Group 3 of a WRN plus the final BN-ReLU and classifier."""
+  n: int
+  features: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    for i in range(self.n):
+      x, _ = WideBlock(self.features, 2 if i == 0 else 1, name=f'block3_{i}')(x, train=train)
+    stage3 = x
+    last = nn.relu(common.batch_norm(train, 'bn1')(x))
+    pooled = common.global_pool(last)
+    return common.Head(self.num_classes)(pooled), stage3, last, pooled
+
+
+class ONENet(nn.Module):
+  """Multi-branch ONE network.
+
+  Attributes:
+    family: 'resnet' or 'wrn'.
+    depth: base depth (6n+2 for resnet, 6n+4 for wrn).
+    width: WRN widen factor (ignored for resnet).
+    num_classes: classifier outputs.
+    branches: number of stage-3 branches m (ONE: 3).
+    block: 'basic' | 'bottleneck' (resnet only).
+    arch: name for messages, e.g. 'one_resnet32'.
+  """
+  family: str
+  depth: int
+  num_classes: int
+  width: int = 1
+  branches: int = 3
+  block: str = 'basic'
+  arch: str = 'one'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    common.no_branch_scale(branch_scale, self.arch)
+    feats = {}
+    if self.family == 'resnet':
+      n = (self.depth - 2) // 6
+      block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
+      x = common.conv(16, 3, name='conv1')(x)
+      x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+      for k, planes in ((1, 16), (2, 32)):
+        for i in range(n):
+          x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, name=f'layer{k}_{i}')(x, train=train)
+        feats[f'stage{k}'] = x
+      make_branch = lambda b: _ResNetBranch(n, 64, self.block, self.num_classes, name=f'branch{b}')
+    else:
+      n = (self.depth - 4) // 6
+      x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
+      for k, c in ((1, 16 * self.width), (2, 32 * self.width)):
+        for i in range(n):
+          x, _ = WideBlock(c, 2 if (k > 1 and i == 0) else 1, name=f'block{k}_{i}')(x, train=train)
+        feats[f'stage{k}'] = x
+      make_branch = lambda b: _WRNBranch(n, 64 * self.width, self.num_classes, name=f'branch{b}')
+
+    # Gate: GAP(stage2) -> Linear(C2, m) -> BatchNorm1d(m) -> ReLU -> softmax.
+    g = nn.Dense(self.branches, kernel_init=common.dense_kernel_init, name='gate_fc')(
+        common.global_pool(x))
+    g = nn.relu(common.batch_norm(train, 'gate_bn')(g))
+    g = feats['gate'] = jax.nn.softmax(g, axis=-1)
+
+    ensemble = 0.0
+    for b in range(self.branches):
+      logits, stage3, last, pooled = make_branch(b)(x, train=train)
+      feats[f'branch{b}/stage3'] = stage3
+      feats[f'branch{b}/pooled'] = pooled
+      feats[f'branch{b}/logits'] = logits
+      if b == 0:
+        feats['stage3'], feats['last_map'], feats['pooled'] = stage3, last, pooled
+      ensemble = ensemble + g[:, b:b + 1] * logits
+    feats['ensemble/logits'] = ensemble
+    feats['logits'] = ensemble
+    return ensemble, feats
+
+
+_RESNET = re.compile(r'resnet(\d+)')
+_WRN = re.compile(r'wrn_(\d+)_(\d+)')
+
+
+def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str = 'basic') -> ONENet:
+  """ONE network on `base_arch` ('resnet{6n+2}' or 'wrn_{6n+4}_{w}').
+
+  Args:
+    base_arch: the single-branch architecture each branch reproduces.
+    num_classes: classifier outputs.
+    branches: number of branches m (>= 1; ONE uses 3).
+    block: resnet only: 'basic' (default, = kdjax's resnet{d}), 'bottleneck', or
+      'auto' (bottleneck for depth >= 44, as the official ONE code).
+
+  Raises:
+    ValueError: unknown base architecture, bad depth, branches < 1, bad block.
+  """
+  if branches < 1:
+    raise ValueError(f'create_one: branches must be >= 1, got {branches}.')
+  m = _RESNET.fullmatch(base_arch)
+  if m:
+    d = int(m.group(1))
+    if d < 8 or (d - 2) % 6:
+      raise ValueError(f'one_{base_arch}: CIFAR ResNet depth must be 6n+2 with n >= 1, got {d}.')
+    if block == 'auto':
+      block = 'bottleneck' if d >= 44 else 'basic'
+    if block not in ('basic', 'bottleneck'):
+      raise ValueError(f"create_one: block must be 'basic', 'bottleneck' or 'auto', got {block!r}.")
+    return ONENet('resnet', d, num_classes, branches=branches, block=block, arch=f'one_{base_arch}')
+  m = _WRN.fullmatch(base_arch)
+  if m:
+    d, w = int(m.group(1)), int(m.group(2))
+    if d < 10 or (d - 4) % 6 or w < 1:
+      raise ValueError(f'one_{base_arch}: WRN depth must be 6n+4 (n >= 1) and width >= 1.')
+    return ONENet('wrn', d, num_classes, width=w, branches=branches, arch=f'one_{base_arch}')
+  raise ValueError(f'create_one: unsupported base architecture {base_arch!r}; use resnet{{6n+2}} '
+                   'or wrn_{6n+4}_{w}.')
+
+
+__all__ = ['ONENet', 'create_one']

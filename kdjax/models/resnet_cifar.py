@@ -1,0 +1,112 @@
+"""Post-activation ResNets: RD `resnet.py` (resnet8..110, x4) and RD `resnetv2.py`.
+
+Synopsis:
+  ResNet(block, stage_sizes, widths, num_classes, imagenet_stem=False)
+  cifar_resnet(depth, num_classes, wide=False)   RD resnet{6n+2} / resnet{6n+2}x4
+  resnet_cifar(18|34|50, num_classes)            RD resnetv2 ResNet18/34/50
+
+The same `ResNet` class, with `imagenet_stem=True`, gives the torchvision
+ImageNet ResNets (see `resnet_imagenet.py`).
+
+Features (`stem`, `stage1..S`, `stage1..S_preact`, `last_map`, `pooled`, `logits`):
+  stem          relu(bn1(conv1(x))) (RD feat[0]); ImageNet stem: before the max-pool
+                (mdistiller's feats[0]).
+  stageK        output of stage K after the final ReLU (RD feat[K]).
+  stageK_preact pre-ReLU sum (branch + shortcut) of the last block of stage K.
+  last_map      = stageS;  pooled = mean over H, W of last_map (RD feat[-1]).
+
+Parameter names: `conv1`, `bn1` (stem), `layer{K}_{i}` (block i of stage K, with
+`conv1..3`, `bn1..3`, `shortcut_conv`, `shortcut_bn`), `head`.
+
+Stochastic depth: `branch_scale` [num_blocks] multiplies each block's residual
+branch (block l counted across stages in order). A block with scale 0 reduces to
+relu(shortcut(x)): the identity for ordinary blocks, the 1x1 conv + BN
+projection for the first block of a stage that changes shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from kdjax.models import common
+
+
+class ResNet(nn.Module):
+  """Post-activation ResNet with a CIFAR (3x3, stride 1) or ImageNet (7x7/2 + max-pool) stem.
+
+  Attributes:
+    block: 'basic' or 'bottleneck'.
+    stage_sizes: number of blocks per stage.
+    widths: (stem channels, stage-1 planes, ..., stage-S planes); stage 1 has
+      stride 1, the others stride 2.
+    num_classes: classifier outputs.
+    imagenet_stem: use the torchvision stem (conv7x7 s2 + BN + ReLU + maxpool3x3 s2).
+    arch: name used in error messages.
+  """
+  block: str
+  stage_sizes: tuple[int, ...]
+  widths: tuple[int, ...]
+  num_classes: int
+  imagenet_stem: bool = False
+  arch: str = 'resnet'
+
+  @property
+  def num_blocks(self) -> int:
+    """Number of residual blocks L (length of `branch_scale`)."""
+    return sum(self.stage_sizes)
+
+  def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
+    """stageK_preact -> the last BN of the last block of stage K (bn2 basic / bn3 bottleneck)."""
+    bn = 'bn2' if self.block == 'basic' else 'bn3'
+    return {f'stage{k + 1}_preact': (name, bn)
+            for k, name in enumerate(common.last_names('layer', self.stage_sizes))}
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
+    scales = common.branch_scales(branch_scale, self.num_blocks, self.arch)
+    feats = {}
+    if self.imagenet_stem:
+      x = common.conv(self.widths[0], 7, 2, name='conv1')(x)
+    else:
+      x = common.conv(self.widths[0], 3, name='conv1')(x)
+    x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+    if self.imagenet_stem:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    l = 0
+    for k, n in enumerate(self.stage_sizes):
+      for i in range(n):
+        stride = 2 if (k > 0 and i == 0) else 1
+        x, pre = block_cls(self.widths[k + 1], stride, name=f'layer{k + 1}_{i}')(
+            x, scales[l], train=train)
+        l += 1
+      feats[f'stage{k + 1}'] = x
+      feats[f'stage{k + 1}_preact'] = pre
+    feats['last_map'] = x
+    x = feats['pooled'] = common.global_pool(x)
+    x = feats['logits'] = common.Head(self.num_classes)(x)
+    return x, feats
+
+
+def cifar_resnet(depth: int, num_classes: int, wide: bool = False, **kw) -> ResNet:
+  """RD `resnet{depth}` (widths 16/16/32/64) or `resnet{depth}x4` (32/64/128/256)."""
+  if depth < 8 or (depth - 2) % 6:
+    raise ValueError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...), '
+                     f'got {depth}.')
+  n = (depth - 2) // 6
+  widths = (32, 64, 128, 256) if wide else (16, 16, 32, 64)
+  arch = f'resnet{depth}' + ('x4' if wide else '')
+  return ResNet('basic', (n, n, n), widths, num_classes, arch=arch, **kw)
+
+
+_CIFAR_V2 = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
+             50: ('bottleneck', (3, 4, 6, 3))}
+
+
+def resnet_cifar(depth: int, num_classes: int, **kw) -> ResNet:
+  """RD `resnetv2.ResNet{18,34,50}`: torchvision widths, 3x3 stride-1 stem, no max-pool."""
+  block, sizes = _CIFAR_V2[depth]
+  return ResNet(block, sizes, (64, 64, 128, 256, 512), num_classes,
+                arch=f'resnet{depth}_cifar', **kw)

@@ -1,0 +1,101 @@
+"""Wide ResNet WRN-d-w, pre-activation (RD `wrn.py`, dropout 0).
+
+Synopsis:
+  WideResNet(depth, width, num_classes)
+
+n = (d - 4) / 6 units per group, channels 16, 16w, 32w, 64w, strides 1, 2, 2.
+Unit: o = relu(bn1(x)); branch = conv2(relu(bn2(conv1(o)))); shortcut = x when
+in == out, else conv_shortcut(o) (1x1, applied to the BN-ReLU'd input as in RD);
+out = shortcut + scale * branch. Head: relu(bn1(.)) -> mean over H, W -> head.
+
+Features:
+  stem          conv1 output (RD feat[0]; no BN/ReLU yet).
+  stageK        output of group K, PRE-ACTIVATION (no BN/ReLU), as RD's feat[K].
+  stageK_preact stageK passed through the next BN: bn1 of the first unit of group
+                K+1, or the final `bn1` for the last group (RD preact=True). It is
+                taken from the forward pass itself, so BN statistics are not
+                updated twice.
+  last_map      relu(bn1(stage3)), the map that is pooled.
+  pooled        mean over H, W of last_map (RD feat[-1]).
+
+Parameter names: `conv1`, `block{K}_{i}` (with `bn1`, `conv1`, `bn2`, `conv2`,
+`conv_shortcut`), final `bn1`, `head`.
+
+Stochastic depth: `branch_scale` [num_blocks = 3n] scales each unit's branch.
+A unit with scale 0 reduces to its shortcut: x for equal in/out, and
+conv_shortcut(relu(bn1(x))) for the first unit of a group that changes width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from kdjax.models import common
+
+
+class WideBlock(nn.Module):
+  """One pre-activation unit; returns (out, bn1(x)) so the caller can expose RD's preact."""
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, scale=None, *, train: bool):
+    equal = x.shape[-1] == self.features and self.stride == 1
+    normed = common.batch_norm(train, 'bn1')(x)
+    o = nn.relu(normed)
+    y = common.conv(self.features, 3, self.stride, name='conv1')(o)
+    y = nn.relu(common.batch_norm(train, 'bn2')(y))
+    y = common.conv(self.features, 3, name='conv2')(y)
+    if scale is not None:
+      y = y * scale
+    shortcut = x if equal else common.conv(self.features, 1, self.stride, name='conv_shortcut')(o)
+    return shortcut + y, normed
+
+
+class WideResNet(nn.Module):
+  """RD WideResNet. Attributes: depth (6n+4), width (widen factor), num_classes."""
+  depth: int
+  width: int
+  num_classes: int
+
+  def __post_init__(self):
+    if self.depth < 10 or (self.depth - 4) % 6:
+      raise ValueError(f'WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), '
+                       f'got {self.depth}: wrn_{self.depth}_{self.width}.')
+    if self.width < 1:
+      raise ValueError(f'WRN width must be >= 1, got {self.width}.')
+    super().__post_init__()
+
+  @property
+  def num_blocks(self) -> int:
+    """Number of residual units L = 3n."""
+    return 3 * ((self.depth - 4) // 6)
+
+  def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
+    """RD/OFD: bn1 of the next group's first unit, and the final bn1."""
+    return {'stage1_preact': ('block2_0', 'bn1'), 'stage2_preact': ('block3_0', 'bn1'),
+            'stage3_preact': ('bn1',)}
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    n = (self.depth - 4) // 6
+    scales = common.branch_scales(branch_scale, self.num_blocks, f'wrn_{self.depth}_{self.width}')
+    widths = (16 * self.width, 32 * self.width, 64 * self.width)
+    feats = {}
+    x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
+    l = 0
+    for g in range(3):
+      for i in range(n):
+        stride = 2 if (g > 0 and i == 0) else 1
+        x, normed = WideBlock(widths[g], stride, name=f'block{g + 1}_{i}')(x, scales[l], train=train)
+        if g > 0 and i == 0:
+          feats[f'stage{g}_preact'] = normed
+        l += 1
+      feats[f'stage{g + 1}'] = x
+    x = feats['stage3_preact'] = common.batch_norm(train, 'bn1')(x)
+    x = feats['last_map'] = nn.relu(x)
+    x = feats['pooled'] = common.global_pool(x)
+    x = feats['logits'] = common.Head(self.num_classes)(x)
+    return x, feats
