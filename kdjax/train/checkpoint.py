@@ -73,7 +73,7 @@ def restore_exported(directory: str, abstract_state: Any | None = None) -> tuple
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint directory {directory!r}.')
   mngr = ocp.CheckpointManager(os.path.abspath(directory),
-                               options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+                               options=ocp.CheckpointManagerOptions(create=False))
   errors = []
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
