@@ -71,9 +71,17 @@ def cmd_quickstart(args, overrides):
 
 
 def cmd_methods(args, overrides):
-  from kdjax.distill import registered_methods
+  from kdjax.distill import hyperparameters, registered_methods
+  if args.markdown:
+    print('| method | family | paper | default hyper-parameters |')
+    print('|---|---|---|---|')
   for name, m in sorted(registered_methods().items()):
-    print(f'{name:16s} {m.family:22s} {m.paper}')
+    if args.markdown:
+      hp = ', '.join(f'{k}={v!r}' for k, v in hyperparameters(name).items()
+                     if k not in ('student_features', 'teacher_features') and v is not None)
+      print(f'| `{name}` | {m.family} | {m.paper} | {hp} |')
+    else:
+      print(f'{name:16s} {m.family:22s} {m.paper}')
   return 0
 
 
@@ -100,7 +108,8 @@ def run(argv=None) -> int:
                  help='teacher architecture when the config has no trained teacher (random init)')
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
-  sub.add_parser('methods', help='list registered distillation methods')
+  p = sub.add_parser('methods', help='list registered distillation methods')
+  p.add_argument('--markdown', action='store_true', help='as the README table')
   args = parser.parse_args(rest)
   if overrides and args.cmd in ('eval', 'methods'):
     parser.error(f'{args.cmd} takes no --config.* overrides')

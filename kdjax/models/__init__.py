@@ -26,8 +26,10 @@ Interface shared by every model (images NHWC float32):
 Names: resnet{6n+2} (resnet8 ... resnet110, any such depth), resnet8x4,
 resnet32x4 (any resnet{6n+2}x4), wrn_{depth}_{width} ((depth - 4) % 6 == 0),
 vgg8/11/13/16/19, mobilenetv2 (RD mobile_half; `width_mult` override),
-shufflenetv1, shufflenetv2, resnet18/34/50_cifar (RD resnetv2), and the ImageNet
-resnet18, resnet34, resnet50 (torchvision) and mobilenetv1 (mdistiller).
+shufflenetv1, shufflenetv2, resnet18/34/50_cifar (RD resnetv2), the ImageNet
+resnet18, resnet34, resnet50 (torchvision) and mobilenetv1 (mdistiller), and
+one_<base> (ONE's 3-branch network on a CIFAR resnet{6n+2} or wrn_d_w, models/one.py;
+`branches` and `block` overrides).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from kdjax.models import mobilenetv1, mobilenetv2, resnet_cifar, resnet_imagenet, shufflenet, vgg, wrn
+from kdjax.models import (mobilenetv1, mobilenetv2, one, resnet_cifar, resnet_imagenet, shufflenet,
+                          vgg, wrn)
 
 _CIFAR_RESNET_DEPTHS = (8, 14, 20, 26, 32, 44, 56, 110)
 # WRN variants that RD/CRD and the seed papers use; any valid wrn_d_w is accepted.
@@ -99,6 +102,10 @@ def _factory(name: str) -> Callable[..., nn.Module]:
     if w < 1:
       raise ValueError(f'{name}: WRN width must be >= 1.')
     return lambda k, **kw: wrn.WideResNet(d, w, k, **kw)
+  if name.startswith('one_'):  # ONE's multi-branch net on a CIFAR resnet / wrn (models/one.py)
+    base = name[len('one_'):]
+    one.create_one(base, 1)    # rejects an unsupported base here, with its own message
+    return lambda k, **kw: one.create_one(base, k, **kw)
   m = _RESNET_RE.fullmatch(name)
   if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
     d, wide = int(m.group(1)), bool(m.group(2))

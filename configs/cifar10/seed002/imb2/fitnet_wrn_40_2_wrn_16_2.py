@@ -1,0 +1,21 @@
+"""Seed 002 Table VI (CIFAR-10, class imbalance gamma=2), column WRN-16-2, row FitNet: wrn_40_2 -> wrn_16_2.
+
+FitNet, two stages: (1) "hint": 100 epochs, lr 0.001 x0.1 at 60/80, hint loss at
+block 2 only (W = [0, 1, 0]) training the student up to block 2 + the regressor
+(init stage from kdjax.rd_table); (2) 200 epochs of Hinton KD (alpha 0.9, tau 4).
+Total 300 epochs.
+
+  kdjax train --config configs/cifar10/seed002/imb2/teacher_wrn_40_2.py --workdir runs/cifar10/seed002/imb2/teacher_wrn_40_2
+  kdjax train --config configs/cifar10/seed002/imb2/fitnet_wrn_40_2_wrn_16_2.py --workdir runs/cifar10/seed002/imb2/fitnet_wrn_40_2_wrn_16_2
+
+Five seeds as in the paper: add --config.seed=<s> and use --workdir runs/cifar10/seed002/imb2/fitnet_wrn_40_2_wrn_16_2_s<s>.
+The teacher is the best of its five seeds; place (or link) it at the workdir
+above, or pass --config.teacher.checkpoint=DIR.
+"""
+
+from kdjax import seed002
+
+
+def get_config(arg=None):
+  del arg
+  return seed002.config('cifar10', 'fitnet', 'wrn_16_2', imbalance=2.0)

@@ -1,0 +1,18 @@
+"""Seed 002 Table IV (CIFAR-100), column WRN-16-2, row AT: wrn_40_2 -> wrn_16_2.
+
+AT: CE + 1000 * attention loss on the outputs of blocks 1, 2, 3.
+
+  kdjax train --config configs/cifar100/seed002/teacher_wrn_40_2.py --workdir runs/cifar100/seed002/teacher_wrn_40_2
+  kdjax train --config configs/cifar100/seed002/at_wrn_40_2_wrn_16_2.py --workdir runs/cifar100/seed002/at_wrn_40_2_wrn_16_2
+
+Five seeds as in the paper: add --config.seed=<s> and use --workdir runs/cifar100/seed002/at_wrn_40_2_wrn_16_2_s<s>.
+The teacher is the best of its five seeds; place (or link) it at the workdir
+above, or pass --config.teacher.checkpoint=DIR.
+"""
+
+from kdjax import seed002
+
+
+def get_config(arg=None):
+  del arg
+  return seed002.config('cifar100', 'at', 'wrn_16_2')

@@ -1,0 +1,17 @@
+"""Seed 002 Table IV (CIFAR-100), column ResNet-14: train resnet14 from scratch.
+
+This is the Baseline row for ResNet-14.
+Zagoruyko recipe: reflect-pad-4 crop + flip, SGD 0.9, 200 epochs, batch 128,
+lr 0.1 x0.2 at 60/120/150, wd 5e-4.
+
+  kdjax train --config configs/cifar100/seed002/teacher_resnet14.py --workdir runs/cifar100/seed002/teacher_resnet14
+
+Five seeds as in the paper: add --config.seed=<s> and use --workdir runs/cifar100/seed002/teacher_resnet14_s<s>.
+"""
+
+from kdjax import seed002
+
+
+def get_config(arg=None):
+  del arg
+  return seed002.config('cifar100', 'baseline', 'resnet14')

@@ -1,0 +1,17 @@
+"""Seed 002 Table IV (CIFAR-100), column WRN-16-2: train wrn_16_2 from scratch.
+
+This is the Baseline row for WRN-16-2.
+Zagoruyko recipe: reflect-pad-4 crop + flip, SGD 0.9, 200 epochs, batch 128,
+lr 0.1 x0.2 at 60/120/150, wd 5e-4.
+
+  kdjax train --config configs/cifar100/seed002/teacher_wrn_16_2.py --workdir runs/cifar100/seed002/teacher_wrn_16_2
+
+Five seeds as in the paper: add --config.seed=<s> and use --workdir runs/cifar100/seed002/teacher_wrn_16_2_s<s>.
+"""
+
+from kdjax import seed002
+
+
+def get_config(arg=None):
+  del arg
+  return seed002.config('cifar100', 'baseline', 'wrn_16_2')
