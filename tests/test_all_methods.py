@@ -21,9 +21,8 @@ SPECIAL = {
     'one': {'model.name': 'one_resnet8', 'distill.ce_weight': 0.0, 'teacher': None},
     'self_guidance': {'model.stochastic_depth_final_prob': 0.5, 'model.name': 'resnet14',
                       'distill.ce_weight': 0.0, 'teacher': None},
-    'ie_dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 1.0, 'teacher': None,
-               'distill.update_groups': ('^(student/member0|aux/ie_dml_0)/',
-                                         '^(student/member1|aux/ie_dml_1)/')},
+    'ie_dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None,
+               'distill.update_groups': ('^(student/member0|aux/ie_dml)/', '^student/member1/')},
 }
 # Student/teacher pairs for methods that need matching channels or a different student.
 PAIRS = {'fsp': ('resnet8', 'resnet8')}

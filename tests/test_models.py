@@ -369,3 +369,10 @@ def test_generic_cifar_resnet_and_overrides():
   assert f['stem'].shape[-1] == 32 and feats['stem'].shape[-1] == 16
   with pytest.raises(ValueError, match='bad overrides'):
     models.create('resnet8', 10, width_mult=2.0)
+
+
+def test_resnet50_basic_is_self_guidance_cifar_resnet50():
+  """Seed 001's CIFAR ResNet-50: 6n+2 basic blocks, n = 8, 0.76M parameters (10 classes)."""
+  m = models.create('resnet50_basic', 10)
+  v = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  assert models.param_count(v) == 758_554 and m.num_blocks == 24

@@ -70,6 +70,9 @@ def _fixed() -> dict[str, Callable[..., nn.Module]]:
   for d in (18, 34, 50):  # ImageNet names shadow the generic CIFAR resnet{6n+2} (50 = 6*8+2)
     reg[f'resnet{d}'] = lambda k, d=d, **kw: resnet_imagenet.resnet_imagenet(d, k, **kw)
   reg['mobilenetv1'] = lambda k, **kw: mobilenetv1.MobileNetV1(k, **kw)
+  # Self-Guidance's CIFAR "ResNet-50": 6n+2 basic blocks with n = 8 (0.76M), which
+  # the ImageNet `resnet50` shadows.
+  reg['resnet50_basic'] = lambda k, **kw: resnet_cifar.cifar_resnet(50, k, **kw)
   return reg
 
 

@@ -1,0 +1,12 @@
+"""SRRL resnet26 -> wrn_16_1 on cifar10 (seed 003 Table 5): CE + L_FM + L_SR (MSE through the frozen
+teacher head); seed 003 CIFAR-10 recipe.
+
+  kdjax train --config configs/cifar10/srrl_resnet26_wrn_16_1.py:teacher --workdir runs/cifar10/srrl/teacher_resnet26
+  kdjax train --config configs/cifar10/srrl_resnet26_wrn_16_1.py --workdir runs/cifar10/srrl_resnet26_wrn_16_1
+"""
+
+from kdjax import seed_configs
+
+
+def get_config(arg=None):
+  return seed_configs.srrl('cifar10', 'resnet26', 'wrn_16_1', arg=arg, protocol='seed003')

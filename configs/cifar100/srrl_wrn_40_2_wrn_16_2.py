@@ -1,0 +1,12 @@
+"""SRRL wrn_40_2 -> wrn_16_2 on cifar100 (seed 003 Table 11): CE + L_FM + L_SR (MSE through the frozen
+teacher head); CRD protocol (240 epochs, batch 64, lr 0.05/0.01 /10 at 150, 180, 210).
+
+  kdjax train --config configs/cifar100/teacher_wrn_40_2.py --workdir runs/cifar100/teacher_wrn_40_2
+  kdjax train --config configs/cifar100/srrl_wrn_40_2_wrn_16_2.py --workdir runs/cifar100/srrl_wrn_40_2_wrn_16_2
+"""
+
+from kdjax import seed_configs
+
+
+def get_config(arg=None):
+  return seed_configs.srrl('cifar100', 'wrn_40_2', 'wrn_16_2', arg=arg, protocol='crd')

@@ -1,0 +1,262 @@
+"""IE-KD (seed 000) registrations: `ie_kd` (+ `ie_ft`, `ie_at`, `ie_od`) and `ie_dml`.
+
+Synopsis:
+  Two-stage IE-KD (one term name, two phases; the aux variables carry over):
+
+      stages = (
+        dict(name='ae', epochs=30, trainable=('^aux/ie/ae/',),
+             distill=dict(ce_weight=0.0, terms={'ie': dict(method='ie_kd', phase='ae')})),
+        dict(name='main', epochs=160,
+             trainable=('^student/', '^aux/ie/(inh|exp)/'),
+             distill=dict(ce_weight=1.0, terms={'ie': dict(method='ie_kd', variant='ft')})),
+      )
+
+  Stage 'ae' trains the factor auto-encoder on the frozen teacher's last map
+  (L1 reconstruction, official; `rec_norm='l2'` for the paper's squared
+  error). Stage 'main' splits the student's last map by a random channel
+  permutation (drawn once from the run's seed at init, stored in the term's
+  state `aux_state/ie/ie_split/perm`, so it is checkpointed and restored),
+  encodes each part with its own Coder and adds
+  inherit_weight * L_inh + explore_weight * L_exp against the teacher factor
+  (the frozen encoder, BN in eval mode as the official code).
+
+  IE-DML (`ie_dml`): a cohort of two networks; one term per member with an
+  online auto-encoder over its *peer's* features (trained with
+  rec_weight * L_rec, 0.8) and the two encoders of its own split:
+
+      model.cohort = ('resnet32', 'resnet110')
+      distill.ce_weight = 0.0                      # each term adds its member's CE
+      distill.terms = {'ie_m0': dict(method='ie_dml', member=0, peer=1),
+                       'ie_m1': dict(method='ie_dml', member=1, peer=0)}
+      distill.update_groups = ('^(student/member0|aux/ie_m0)/',
+                               '^(student/member1|aux/ie_m1)/')
+
+  Term `ie_m0` holds member 1's auto-encoder; its reconstruction loss is part
+  of member 1's objective (eq. 6: L_rec2), and by default its gradient also
+  reaches member 1's backbone (`rec_backbone_grad`).
+
+Defaults (seed 000 + official code): variant 'ft', metric l1 (l2 for 'od'),
+inherit_ratio 0.5, inherit_weight = explore_weight = 50, factor_ratio 2,
+feature 'last_map' (CIFAR ResNet: layer3 after ReLU), term weight 1.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax.distill import ie_modules
+from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.losses import ie_kd as L
+
+_DEFAULT_METRIC = {'ft': 'l1', 'at': 'l1', 'od': 'l2'}
+
+
+def _check_map(info: BuildInfo, who: str, key: str, method: str):
+  shape = info.feature(who, key).shape
+  if len(shape) != 4:
+    raise ValueError(f'{method}: {who} feature {key!r} must be an NHWC map, got shape '
+                     f'{tuple(shape)}; use e.g. "last_map" or "stage3".')
+  return shape
+
+
+def _check_options(method, variant, metric, exp_metric, rec_norm, split, factor_ratio,
+                   inherit_ratio):
+  if variant not in L.VARIANTS:
+    raise ValueError(f'{method}: variant must be one of {L.VARIANTS}, got {variant!r}.')
+  metric = _DEFAULT_METRIC[variant] if metric is None else metric
+  exp_metric = metric if exp_metric is None else exp_metric
+  for m in (metric, exp_metric):
+    if m not in L.METRICS:
+      raise ValueError(f'{method}: metric must be one of {L.METRICS}, got {m!r}.')
+  if rec_norm not in ('l1', 'l2'):
+    raise ValueError(f"{method}: rec_norm must be 'l1' (official) or 'l2' (paper), "
+                     f'got {rec_norm!r}.')
+  if split not in ('random', 'natural'):
+    raise ValueError(f"{method}: split must be 'random' or 'natural', got {split!r}.")
+  if not (isinstance(factor_ratio, int) and factor_ratio >= 1):
+    raise ValueError(f'{method}: factor_ratio must be an integer >= 1, got {factor_ratio!r}.')
+  L.num_inherit(1, inherit_ratio)  # range check
+  return metric, exp_metric
+
+
+def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: str, online: bool,
+             s_key: str, t_key: str, variant: str, metric, exp_metric, inherit_ratio: float,
+             inherit_weight: float, explore_weight: float, rec_weight: float, rec_norm: str,
+             factor_ratio: int, split: str, ae_train_mode: bool, rec_backbone_grad: bool,
+             leaky_input: bool, ce_key: str | None = None) -> Term:
+  metric, exp_metric = _check_options(method, variant, metric, exp_metric, rec_norm, split,
+                                      factor_ratio, inherit_ratio)
+  if phase not in ('ae', 'distill'):
+    raise ValueError(f"{method}: phase must be 'ae' (auto-encoder pretraining) or 'distill', "
+                     f'got {phase!r}.')
+  s_shape = _check_map(info, 'student', s_key, method)
+  t_who = 'student' if online else 'teacher'
+  t_shape = _check_map(info, t_who, t_key, method)
+  c_s, c_t = int(s_shape[-1]), int(t_shape[-1])
+  if c_t % factor_ratio:
+    raise ValueError(f'{method}: teacher feature {t_key!r} has {c_t} channels, not divisible '
+                     f'by factor_ratio={factor_ratio}.')
+  c_f = c_t // factor_ratio
+  n_inh = L.num_inherit(c_s, inherit_ratio)
+  n_exp = c_s - n_inh
+  (hs, ws), (ht, wt) = s_shape[1:3], t_shape[1:3]
+  if not ((hs >= ht and ws >= wt) or (hs <= ht and ws <= wt)):
+    raise ValueError(f'{method}: student {s_key!r} ({hs}x{ws}) and {t_who} {t_key!r} '
+                     f'({ht}x{wt}) cannot be matched by pooling the larger map.')
+
+  ae = ie_modules.FactorAutoEncoder(c_t, c_f, leaky_input=leaky_input)
+  enc = ie_modules.Coder(c_f, leaky_input=leaky_input)
+
+  def init(rng, ctx: Context):
+    k_ae, k_inh, k_exp, k_perm = jax.random.split(rng, 4)
+    t_feat = (ctx.student if online else ctx.teacher)[t_key]
+    s_feat = ctx.student[s_key]
+    params, stats = {}, {}
+    v = ae.init(k_ae, t_feat, train=False)
+    params['ae'], stats['ae'] = v['params'], v['batch_stats']
+    for part, n, k in (('inh', n_inh, k_inh), ('exp', n_exp, k_exp)):
+      if n:
+        v = enc.init(k, s_feat[..., :n], train=False)
+        params[part], stats[part] = v['params'], v['batch_stats']
+    if split == 'random':
+      perm = L.split_permutation(k_perm, c_s)
+    else:
+      perm = jnp.arange(c_s, dtype=jnp.int32)
+    return {'params': params, 'batch_stats': stats, 'ie_split': {'perm': perm}}
+
+  def ae_vars(aux):
+    return {'params': aux['params']['ae'], 'batch_stats': aux['batch_stats']['ae']}
+
+  def loss(aux, ctx: Context):
+    stats = dict(aux['batch_stats'])
+    source = ctx.student if online else ctx.teacher
+    t_feat = source[t_key]
+    metrics = {}
+    total = jnp.zeros((), jnp.float32)
+    if phase == 'ae' or online:
+      x = t_feat if (online and rec_backbone_grad) else jax.lax.stop_gradient(t_feat)
+      (factor_t, recon), stats['ae'] = ie_modules.apply_bn_module(ae, ae_vars(aux), x,
+                                                                   train=ctx.train)
+      rec = L.reconstruction(x, recon, rec_norm)
+      metrics['rec'] = rec
+      if phase == 'ae':
+        return rec, metrics, {'batch_stats': stats}
+      total = total + rec_weight * rec
+    else:
+      factor_t, new = ie_modules.apply_bn_module(
+          ae, ae_vars(aux), jax.lax.stop_gradient(t_feat), train=ctx.train and ae_train_mode,
+          method=ie_modules.FactorAutoEncoder.encode)
+      stats['ae'] = new
+    factor_t = jax.lax.stop_gradient(factor_t)
+
+    perm = aux['ie_split']['perm']
+    f_inh, f_exp = L.channel_split(ctx.student[s_key], perm, n_inh)
+    factors = {}
+    for part, f, n in (('inh', f_inh, n_inh), ('exp', f_exp, n_exp)):
+      if n:
+        v = {'params': aux['params'][part], 'batch_stats': aux['batch_stats'][part]}
+        factors[part], stats[part] = ie_modules.apply_bn_module(enc, v, f, train=ctx.train)
+    l_inh, l_exp = L.inheritance_exploration(factors.get('inh'), factors.get('exp'), factor_t,
+                                             variant=variant, metric=metric,
+                                             exp_metric=exp_metric)
+    metrics.update(inh=l_inh, exp=l_exp)
+    total = total + inherit_weight * l_inh + explore_weight * l_exp
+    if ce_key is not None:
+      ce = optax.softmax_cross_entropy_with_integer_labels(
+          ctx.student[ce_key].astype(jnp.float32), ctx.labels).mean()
+      metrics['ce'] = ce
+      total = total + ce
+    return total, metrics, {'batch_stats': stats}
+
+  return Term(name=name, method=method, weight=float(weight), loss=loss, init=init,
+              needs_teacher=not online)
+
+
+@register_method('ie_kd', family='features', paper='Huang et al. 2021, Revisiting Knowledge '
+                 'Distillation: An Inheritance and Exploration Framework (IE-KD)')
+def build_ie_kd(info: BuildInfo, *, weight: float = 1.0, phase: str = 'distill',
+                variant: str = 'ft', metric: str | None = None, exp_metric: str | None = None,
+                inherit_ratio: float = 0.5, inherit_weight: float = 50.0,
+                explore_weight: float = 50.0, student_feature: str = 'last_map',
+                teacher_feature: str = 'last_map', factor_ratio: int = 2, rec_norm: str = 'l1',
+                split: str = 'random', ae_train_mode: bool = False,
+                leaky_input: bool = True) -> Term:
+  """IE-KD with a pretrained teacher: phase 'ae' trains the factor AE, 'distill' the student.
+
+  variant: 'ft' (IE-FT), 'at' (IE-AT: attention maps of the factors) or 'od'
+  (IE-OD: relu factors, L2); metric: 'l1' | 'l2' | 'cos' | 'partial_l2'
+  (default per variant; `exp_metric` for the exploration term).
+  inherit_ratio: the share of student channels in the inheritance part
+  (Table 5's eta; 0 or 1 drops a part). The AE's BN runs in eval mode in
+  the 'distill' phase (official) unless ae_train_mode.
+  """
+  return _ie_term(info, name='ie', method='ie_kd', weight=weight, phase=phase, online=False,
+                  s_key=student_feature, t_key=teacher_feature, variant=variant, metric=metric,
+                  exp_metric=exp_metric, inherit_ratio=inherit_ratio,
+                  inherit_weight=inherit_weight, explore_weight=explore_weight, rec_weight=0.0,
+                  rec_norm=rec_norm, factor_ratio=factor_ratio, split=split,
+                  ae_train_mode=ae_train_mode, rec_backbone_grad=False, leaky_input=leaky_input)
+
+
+def _variant_builder(variant: str):
+  def build(info: BuildInfo, *, weight: float = 1.0, phase: str = 'distill',
+            metric: str | None = None, exp_metric: str | None = None,
+            inherit_ratio: float = 0.5, inherit_weight: float = 50.0,
+            explore_weight: float = 50.0, student_feature: str = 'last_map',
+            teacher_feature: str = 'last_map', factor_ratio: int = 2, rec_norm: str = 'l1',
+            split: str = 'random', ae_train_mode: bool = False,
+            leaky_input: bool = True) -> Term:
+    return _ie_term(info, name='ie', method=f'ie_{variant}', weight=weight, phase=phase,
+                    online=False, s_key=student_feature, t_key=teacher_feature, variant=variant,
+                    metric=metric, exp_metric=exp_metric, inherit_ratio=inherit_ratio,
+                    inherit_weight=inherit_weight, explore_weight=explore_weight,
+                    rec_weight=0.0, rec_norm=rec_norm, factor_ratio=factor_ratio, split=split,
+                    ae_train_mode=ae_train_mode, rec_backbone_grad=False,
+                    leaky_input=leaky_input)
+  build.__doc__ = f'IE-KD with variant={variant!r} (same hyper-parameters as `ie_kd`).'
+  return build
+
+
+build_ie_ft = register_method('ie_ft', family='features', paper='IE-KD (seed 000): IE-FT')(
+    _variant_builder('ft'))
+build_ie_at = register_method('ie_at', family='features', paper='IE-KD (seed 000): IE-AT')(
+    _variant_builder('at'))
+build_ie_od = register_method('ie_od', family='features', paper='IE-KD (seed 000): IE-OD')(
+    _variant_builder('od'))
+
+
+@register_method('ie_dml', family='online', paper='Huang et al. 2021, IE-KD (seed 000) '
+                 'Sec. 3.3: IE-DML')
+def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer: int = 1,
+                 feature: str = 'last_map', peer_feature: str | None = None,
+                 variant: str = 'ft', metric: str | None = None, exp_metric: str | None = None,
+                 inherit_ratio: float = 0.5, inherit_weight: float = 50.0,
+                 explore_weight: float = 50.0, rec_weight: float = 0.8, rec_norm: str = 'l1',
+                 factor_ratio: int = 2, split: str = 'random', rec_backbone_grad: bool = True,
+                 leaky_input: bool = True, include_ce: bool = True) -> Term:
+  """IE-DML: member `member` inherits from / explores against member `peer` of a cohort.
+
+  The term owns an auto-encoder trained online on the peer's map
+  (rec_weight * L_rec) and the member's two split encoders. Use one term per
+  member and `distill.update_groups` for DML's alternating updates. The term
+  also computes the member's CE (include_ce, as `dml`): set ce_weight 0.
+  """
+  if member == peer:
+    raise ValueError(f'ie_dml: member and peer must differ, got {member}.')
+  s_key = f'member{member}/{feature}'
+  t_key = f'member{peer}/{peer_feature or feature}'
+  for k in (s_key, t_key):
+    if k not in info.student_shapes:
+      raise ValueError(f'ie_dml: student feature {k!r} does not exist; IE-DML needs '
+                       f'config.model.cohort with at least {max(member, peer) + 1} members '
+                       f'(features look like "member0/last_map").')
+  return _ie_term(info, name=f'ie_m{member}', method='ie_dml', weight=weight, phase='distill',
+                  online=True, s_key=s_key, t_key=t_key, variant=variant, metric=metric,
+                  exp_metric=exp_metric, inherit_ratio=inherit_ratio,
+                  inherit_weight=inherit_weight, explore_weight=explore_weight,
+                  rec_weight=rec_weight, rec_norm=rec_norm, factor_ratio=factor_ratio,
+                  split=split, ae_train_mode=True, rec_backbone_grad=rec_backbone_grad,
+                  leaky_input=leaky_input,
+                  ce_key=f'member{member}/logits' if include_ce else None)
