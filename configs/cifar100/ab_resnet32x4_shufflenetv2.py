@@ -1,0 +1,12 @@
+"""activation boundaries (RD: 30-epoch AB init stage, then CE only): resnet32x4 -> shufflenetv2 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/ab_resnet32x4_shufflenetv2.py --workdir runs/cifar100/ab_resnet32x4_shufflenetv2
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('ab', 'resnet32x4', 'shufflenetv2')

@@ -1,0 +1,12 @@
+"""activation boundaries (RD: 30-epoch AB init stage, then CE only): resnet50_cifar -> vgg8 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet50_cifar.py --workdir runs/cifar100/teacher_resnet50_cifar
+  kdjax train --config configs/cifar100/ab_resnet50_cifar_vgg8.py --workdir runs/cifar100/ab_resnet50_cifar_vgg8
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('ab', 'resnet50_cifar', 'vgg8')

@@ -1,0 +1,12 @@
+"""CRD+KD (RD: CE + 1.0 KD (tau 4) + 0.8 CRD): resnet32x4 -> shufflenetv1 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/crd_kd_resnet32x4_shufflenetv1.py --workdir runs/cifar100/crd_kd_resnet32x4_shufflenetv1
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('crd_kd', 'resnet32x4', 'shufflenetv1')

@@ -1,0 +1,12 @@
+"""CRD+KD (RD: CE + 1.0 KD (tau 4) + 0.8 CRD): resnet56 -> resnet20 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet56.py --workdir runs/cifar100/teacher_resnet56
+  kdjax train --config configs/cifar100/crd_kd_resnet56_resnet20.py --workdir runs/cifar100/crd_kd_resnet56_resnet20
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('crd_kd', 'resnet56', 'resnet20')

@@ -1,0 +1,12 @@
+"""FitNet (RD: CE + 100 hint MSE at stage2 through ConvReg): resnet110 -> resnet32 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet110.py --workdir runs/cifar100/teacher_resnet110
+  kdjax train --config configs/cifar100/fitnet_resnet110_resnet32.py --workdir runs/cifar100/fitnet_resnet110_resnet32
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('fitnet', 'resnet110', 'resnet32')

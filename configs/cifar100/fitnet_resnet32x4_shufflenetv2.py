@@ -1,0 +1,12 @@
+"""FitNet (RD: CE + 100 hint MSE at stage2 through ConvReg): resnet32x4 -> shufflenetv2 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/fitnet_resnet32x4_shufflenetv2.py --workdir runs/cifar100/fitnet_resnet32x4_shufflenetv2
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('fitnet', 'resnet32x4', 'shufflenetv2')

@@ -1,0 +1,12 @@
+"""FitNet (RD: CE + 100 hint MSE at stage2 through ConvReg): resnet50_cifar -> vgg8 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet50_cifar.py --workdir runs/cifar100/teacher_resnet50_cifar
+  kdjax train --config configs/cifar100/fitnet_resnet50_cifar_vgg8.py --workdir runs/cifar100/fitnet_resnet50_cifar_vgg8
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('fitnet', 'resnet50_cifar', 'vgg8')

@@ -1,0 +1,12 @@
+"""FitNet (RD: CE + 100 hint MSE at stage2 through ConvReg): wrn_40_2 -> wrn_40_1 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_wrn_40_2.py --workdir runs/cifar100/teacher_wrn_40_2
+  kdjax train --config configs/cifar100/fitnet_wrn_40_2_wrn_40_1.py --workdir runs/cifar100/fitnet_wrn_40_2_wrn_40_1
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('fitnet', 'wrn_40_2', 'wrn_40_1')

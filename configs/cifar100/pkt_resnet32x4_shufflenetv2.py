@@ -1,0 +1,12 @@
+"""probabilistic knowledge transfer (RD: CE + 30000 PKT on the pooled vector): resnet32x4 -> shufflenetv2 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/pkt_resnet32x4_shufflenetv2.py --workdir runs/cifar100/pkt_resnet32x4_shufflenetv2
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('pkt', 'resnet32x4', 'shufflenetv2')

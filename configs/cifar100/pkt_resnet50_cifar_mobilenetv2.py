@@ -1,0 +1,12 @@
+"""probabilistic knowledge transfer (RD: CE + 30000 PKT on the pooled vector): resnet50_cifar -> mobilenetv2 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet50_cifar.py --workdir runs/cifar100/teacher_resnet50_cifar
+  kdjax train --config configs/cifar100/pkt_resnet50_cifar_mobilenetv2.py --workdir runs/cifar100/pkt_resnet50_cifar_mobilenetv2
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('pkt', 'resnet50_cifar', 'mobilenetv2')

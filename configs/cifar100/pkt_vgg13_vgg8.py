@@ -1,0 +1,12 @@
+"""probabilistic knowledge transfer (RD: CE + 30000 PKT on the pooled vector): vgg13 -> vgg8 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_vgg13.py --workdir runs/cifar100/teacher_vgg13
+  kdjax train --config configs/cifar100/pkt_vgg13_vgg8.py --workdir runs/cifar100/pkt_vgg13_vgg8
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('pkt', 'vgg13', 'vgg8')

@@ -1,0 +1,12 @@
+"""relational KD (RD: CE + 25 distance + 50 angle on the pooled vector): resnet110 -> resnet32 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet110.py --workdir runs/cifar100/teacher_resnet110
+  kdjax train --config configs/cifar100/rkd_resnet110_resnet32.py --workdir runs/cifar100/rkd_resnet110_resnet32
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('rkd', 'resnet110', 'resnet32')

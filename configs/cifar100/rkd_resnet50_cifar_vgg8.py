@@ -1,0 +1,12 @@
+"""relational KD (RD: CE + 25 distance + 50 angle on the pooled vector): resnet50_cifar -> vgg8 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet50_cifar.py --workdir runs/cifar100/teacher_resnet50_cifar
+  kdjax train --config configs/cifar100/rkd_resnet50_cifar_vgg8.py --workdir runs/cifar100/rkd_resnet50_cifar_vgg8
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('rkd', 'resnet50_cifar', 'vgg8')

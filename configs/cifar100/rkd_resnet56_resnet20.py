@@ -1,0 +1,12 @@
+"""relational KD (RD: CE + 25 distance + 50 angle on the pooled vector): resnet56 -> resnet20 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet56.py --workdir runs/cifar100/teacher_resnet56
+  kdjax train --config configs/cifar100/rkd_resnet56_resnet20.py --workdir runs/cifar100/rkd_resnet56_resnet20
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('rkd', 'resnet56', 'resnet20')

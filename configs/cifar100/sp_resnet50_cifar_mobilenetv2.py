@@ -1,0 +1,12 @@
+"""similarity-preserving KD (RD: CE + 3000 SP on the last stage): resnet50_cifar -> mobilenetv2 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet50_cifar.py --workdir runs/cifar100/teacher_resnet50_cifar
+  kdjax train --config configs/cifar100/sp_resnet50_cifar_mobilenetv2.py --workdir runs/cifar100/sp_resnet50_cifar_mobilenetv2
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('sp', 'resnet50_cifar', 'mobilenetv2')

@@ -1,0 +1,12 @@
+"""variational information distillation (RD: CE + 1 VID on the stage outputs): resnet32x4 -> shufflenetv1 on cifar100, RepDistiller/CRD recipe.
+
+  kdjax train --config configs/cifar100/teacher_resnet32x4.py --workdir runs/cifar100/teacher_resnet32x4
+  kdjax train --config configs/cifar100/vid_resnet32x4_shufflenetv1.py --workdir runs/cifar100/vid_resnet32x4_shufflenetv1
+"""
+
+from kdjax import rd_table
+
+
+def get_config(arg=None):
+  del arg
+  return rd_table.config('vid', 'resnet32x4', 'shufflenetv1')

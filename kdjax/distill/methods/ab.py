@@ -1,0 +1,58 @@
+"""Activation-boundary distillation (Heo et al. 2019, AAAI; RD `ABLoss` + `Connector`).
+
+Synopsis:
+  dict(method='ab', weight=1.0)       pre-ReLU stage maps (RD feat[1:-1], preact=True)
+
+Per layer the student map goes through a connector (identity when channels and
+spatial size match the teacher's, else ConvReg without ReLU: conv + BN) and
+  L = sum_i 2^(i-L+1) sum[(s+m)^2 1(s>-m, t<=0) + (s-m)^2 1(s<=m, t>0)] / N * 3/1000,
+margin m = 1. RD trains it only in a 30-epoch init stage (student feature layers
++ connector, CE off) and then trains with CE alone; see `kdjax.rd_table`.
+"""
+
+from __future__ import annotations
+
+from kdjax.distill import modules
+from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill.methods import aux_common as ac
+from kdjax.losses import aux_losses
+
+
+@register_method('ab', family='features', paper='Heo et al. 2019, Knowledge Transfer via '
+                 'Distillation of Activation Boundaries Formed by Hidden Neurons')
+def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
+             student_features=None, teacher_features=None) -> Term:
+  """Activation-boundary loss on pre-ReLU stage maps with RD's connector (init-stage method)."""
+  s_keys, t_keys = ac.feature_pair(info, 'ab', student_features, teacher_features,
+                                   lambda: info.stages('student', preact=True),
+                                   lambda: info.stages('teacher', preact=True))
+  ac.require_maps(info, 'ab', s_keys, t_keys)
+  ac.positive('ab', margin=margin)
+  conns = {}
+  for i, (ks, kt) in enumerate(zip(s_keys, t_keys)):
+    s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
+    if s[-1] == t[-1] and s[1:3] == t[1:3]:
+      continue  # identity connector
+    try:
+      modules.conv_reg_kind(s[1:3], t[1:3])
+    except ValueError as e:
+      raise ValueError(f'ab: connector for student {ks!r} {s[1:]} -> teacher {kt!r} {t[1:]}: '
+                       f'{e}') from None
+    conns[f'connector{i}'] = (i, modules.ConvReg(t[-1], tuple(s[1:3]), tuple(t[1:3]),
+                                                 use_relu=False))
+
+  def init(rng, ctx: Context):
+    return ac.init_modules(rng, {n: (m, ctx.student[s_keys[i]]) for n, (i, m) in conns.items()})
+
+  def loss(aux, ctx: Context):
+    stats, outs = {}, []
+    for i, ks in enumerate(s_keys):
+      x = ctx.student[ks]
+      name = f'connector{i}'
+      if name in conns:
+        x = ac.apply_module(conns[name][1], aux, name, x, ctx.train, stats)
+      outs.append(x)
+    value = aux_losses.ab_loss(outs, [ctx.teacher[k] for k in t_keys], margin)
+    return value, {}, ac.state_out(aux, stats)
+  return Term(name='ab', method='ab', weight=float(weight), loss=loss,
+              init=init if conns else None)
