@@ -95,7 +95,10 @@ def base_config() -> ConfigDict:
   # Multi-stage schedules (init stages of FitNet/FSP/AB/FT/IE-KD). Empty: one
   # stage made of the top-level epochs/optim/distill. Each entry may set name,
   # epochs, trainable (regexes over 'student/...' and 'aux/<term>/...' paths;
-  # empty = everything), distill (ce_weight, terms) and optim overrides.
+  # empty = everything), student_train (False: the student runs in eval mode,
+  # BN on running statistics and not updated, e.g. while a paraphraser or
+  # auto-encoder is pretrained on the teacher), distill (ce_weight, terms) and
+  # optim overrides.
   c.stages = ()
   c.lock()
   return c
@@ -213,7 +216,7 @@ def config_hash(cfg: ConfigDict) -> str:
 def stages(cfg: ConfigDict) -> list[ConfigDict]:
   """The run's stages, each a full ConfigDict-like view with epochs/optim/distill."""
   if not cfg.stages:
-    return [ConfigDict(dict(name='main', epochs=cfg.epochs, trainable=(),
+    return [ConfigDict(dict(name='main', epochs=cfg.epochs, trainable=(), student_train=True,
                             optim=cfg.optim, distill=cfg.distill))]
   out = []
   for i, st in enumerate(cfg.stages):
@@ -230,10 +233,13 @@ def stages(cfg: ConfigDict) -> list[ConfigDict]:
           raise KeyError(f'stage {i}: unknown distill key {k!r}; valid: {sorted(distill)}')
         distill[k] = v
     for k in st:
-      if k not in ('name', 'epochs', 'trainable', 'optim', 'distill'):
-        raise KeyError(f'stage {i}: unknown key {k!r}; valid: name, epochs, trainable, optim, distill')
+      if k not in ('name', 'epochs', 'trainable', 'student_train', 'optim', 'distill'):
+        raise KeyError(f'stage {i}: unknown key {k!r}; valid: name, epochs, trainable, '
+                       f'student_train, optim, distill')
     out.append(ConfigDict(dict(name=st.get('name', f'stage{i}'), epochs=st.get('epochs', cfg.epochs),
-                               trainable=tuple(st.get('trainable', ())), optim=optim, distill=distill)))
+                               trainable=tuple(st.get('trainable', ())),
+                               student_train=bool(st.get('student_train', True)),
+                               optim=optim, distill=distill)))
   return out
 
 

@@ -79,8 +79,9 @@ _FT_LOW_LR = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet
               'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2')
 
 
-def _stage(name, epochs, *, trainable=(), optim=None, ce_weight=None, terms=None) -> dict:
-  st = dict(name=name, epochs=epochs, trainable=tuple(trainable))
+def _stage(name, epochs, *, trainable=(), optim=None, ce_weight=None, terms=None,
+           student_train=True) -> dict:
+  st = dict(name=name, epochs=epochs, trainable=tuple(trainable), student_train=student_train)
   if optim:
     st['optim'] = dict(optim)
   distill = {}
@@ -124,7 +125,8 @@ def config(method: str, teacher: str, student: str, dataset: str = 'cifar100') -
                   optim=dict(schedule='constant', lr=0.01 if student in _FT_LOW_LR else lr,
                              warmup_epochs=0.0),
                   ce_weight=0.0, terms={'ft': dict(method='ft', phase='paraphraser',
-                                                   variant='rd', weight=1.0)})
+                                                   variant='rd', weight=1.0)},
+                  student_train=False)  # RD keeps the student in eval mode here
     main = _stage('main', c.epochs, trainable=('^student/', '^aux/ft/translator/'))
   elif method == 'fsp':
     init = _stage('fsp_init', INIT_EPOCHS, trainable=(STUDENT_FEATURES,),

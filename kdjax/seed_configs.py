@@ -148,7 +148,7 @@ def ie_kd(dataset: str, teacher: str, student: str, variant: str = 'ft',
     main['exp_metric'] = a['exp_metric']
   with c.unlocked():
     c.stages = (
-        dict(name='ae', epochs=a['ae_epochs'], trainable=('^aux/ie/ae/',),
+        dict(name='ae', epochs=a['ae_epochs'], trainable=('^aux/ie/ae/',), student_train=False,
              optim=dict(lr=0.1, schedule='constant', boundaries_epochs=()),
              distill=dict(ce_weight=0.0, terms={'ie': dict(common, phase='ae')})),
         dict(name='main', epochs=c.epochs, trainable=('^student/', '^aux/ie/(inh|exp)/'),

@@ -31,6 +31,7 @@ PARAMS = {
     'resnet50_cifar': (23_705_252, '23.705'),
     'resnet18': (11_689_512, '11.69'), 'resnet34': (21_797_672, '21.80'),
     'resnet50': (25_557_032, '25.56'), 'mobilenetv1': (4_231_976, '4.23'),
+    'resnet50_basic': (764_404, '0.764'),  # seed 001's CIFAR ResNet-50 (n = 8)
 }
 IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1')
 

@@ -163,3 +163,22 @@ def test_teacher_gets_no_gradient_and_sees_the_same_batch():
   g = jax.grad(through)(tvars)
   assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g))
   assert seen['same_images']
+
+
+def test_student_in_eval_mode_keeps_batch_statistics():
+  """A stage with student_train=False (FT's paraphraser, IE-KD's auto-encoder
+  pretraining) uses and keeps the running BN statistics."""
+  data = _data()
+  model = Tiny()
+  o = _optim()
+  probe = _state(model, optax.identity(), data)
+  tx = optim.make_tx(o, optim.learning_rate(o, 1, 1), probe['params'])
+  outs = {}
+  for mode in (True, False):
+    fn = step_lib.make_train_step(student=model, teacher=None, terms=[], tx=tx, batch_fn=_batch_fn,
+                                  cfg=_scfg(student_train=mode))
+    state = _state(model, tx, data)
+    outs[mode] = jax.jit(fn)(state, {}, data)[0]['batch_stats']
+  before = _state(model, tx, data)['batch_stats']
+  jax.tree.map(np.testing.assert_array_equal, outs[False], before)
+  assert not np.allclose(outs[True]['bn']['mean'], before['bn']['mean'])

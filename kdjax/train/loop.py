@@ -72,7 +72,8 @@ def compile_stage(setup, stage_idx, tx, batch_fn):
                              stage_epochs=float(st.epochs), ce_weight=float(st.distill.ce_weight),
                              num_classes=setup.dataset.num_classes,
                              teacher_train_mode=cfg.teacher.train_mode, survival=setup.survival,
-                             update_groups=tuple(st.distill.update_groups))
+                             update_groups=tuple(st.distill.update_groups),
+                             student_train=bool(st.student_train))
   fn = step_lib.make_train_step(student=setup.student,
                                 teacher=setup.teacher.model if setup.teacher else None,
                                 terms=setup.stage_terms[stage_idx], tx=tx, batch_fn=batch_fn,

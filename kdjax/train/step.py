@@ -48,6 +48,8 @@ class StepConfig:
   survival: tuple[float, ...] | None = None
   # Regexes over parameter paths updated one after another (DML order).
   update_groups: tuple[str, ...] = ()
+  # False: the student runs in eval mode (running BN statistics, not updated).
+  student_train: bool = True
 
 
 def group_names(groups):
@@ -94,9 +96,14 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
                                     x, train=True, mutable=['batch_stats'], **kw)
         return lg, {**ft, 'logits': lg}
 
-      (s_logits, s_feats), new_model_state = student.apply(
-          {'params': params['student'], 'batch_stats': batch_stats},
-          images, train=True, mutable=['batch_stats'], **model_kw)
+      if cfg.student_train:
+        (s_logits, s_feats), new_model_state = student.apply(
+            {'params': params['student'], 'batch_stats': batch_stats},
+            images, train=True, mutable=['batch_stats'], **model_kw)
+      else:
+        s_logits, s_feats = student.apply({'params': params['student'], 'batch_stats': batch_stats},
+                                          images, train=False, **model_kw)
+        new_model_state = {'batch_stats': batch_stats}
       s_feats = {**s_feats, 'logits': s_logits}
       ce = cross_entropy(s_logits, labels)
       total = cfg.ce_weight * ce
