@@ -253,6 +253,36 @@ def pick(feats: Features, keys: Sequence[str]) -> list[Array]:
   return [feats[k] for k in keys]
 
 
+FeatureArg = str | Sequence[str] | None
+
+
+def resolve_features(info: BuildInfo, who: str, given: FeatureArg, default) -> tuple[str, ...]:
+  """A feature argument (a name, a list, or None for `default`) as validated names."""
+  if given is None:
+    names = tuple(default() if callable(default) else default)
+  elif isinstance(given, str):
+    names = (given,)
+  else:
+    names = tuple(given)
+  if not names:
+    raise ValueError(f'no {who} features selected for {info.arch(who) or who}.')
+  for k in names:
+    if not isinstance(k, str):
+      raise ValueError(f'{who} feature names must be strings, got {k!r}.')
+    info.feature(who, k)  # raises with "did you mean"
+  return names
+
+
+def resolve_feature_pair(info: BuildInfo, method: str, student_features: FeatureArg,
+                         teacher_features: FeatureArg, default_student, default_teacher=None):
+  """Student and teacher feature lists of equal length (teacher default: the student's)."""
+  s = resolve_features(info, 'student', student_features, default_student)
+  t = resolve_features(info, 'teacher', teacher_features,
+                       default_student if default_teacher is None else default_teacher)
+  check_same_length(s, t, method)
+  return s, t
+
+
 def check_same_length(s_keys, t_keys, method: str):
   if len(s_keys) != len(t_keys):
     raise ValueError(f'{method}: {len(s_keys)} student features {list(s_keys)} but '

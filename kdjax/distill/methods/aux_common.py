@@ -18,36 +18,13 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from kdjax.distill.api import BuildInfo
-
-FeatureArg = str | Sequence[str] | None
-
-
-def feature_names(info: BuildInfo, who: str, given: FeatureArg, default) -> tuple[str, ...]:
-  """Resolve a feature argument (name, list or None -> default) and validate the names."""
-  if given is None:
-    names = tuple(default() if callable(default) else default)
-  elif isinstance(given, str):
-    names = (given,)
-  else:
-    names = tuple(given)
-  if not names:
-    raise ValueError(f'no {who} features selected for {info.arch(who) or who}.')
-  for k in names:
-    if not isinstance(k, str):
-      raise ValueError(f'{who} feature names must be strings, got {k!r}.')
-    info.feature(who, k)
-  return names
+from kdjax.distill.api import (BuildInfo, FeatureArg, resolve_feature_pair,  # noqa: F401
+                               resolve_features)
 
 
-def feature_pair(info: BuildInfo, method: str, student_features: FeatureArg,
-                 teacher_features: FeatureArg, default_s, default_t=None):
-  s = feature_names(info, 'student', student_features, default_s)
-  t = feature_names(info, 'teacher', teacher_features, default_s if default_t is None else default_t)
-  if len(s) != len(t):
-    raise ValueError(f'{method}: {len(s)} student features {list(s)} but {len(t)} teacher '
-                     f'features {list(t)}; list the same number.')
-  return s, t
+
+feature_names = resolve_features
+feature_pair = resolve_feature_pair
 
 
 def shape(info: BuildInfo, who: str, key: str) -> tuple[int, ...]:

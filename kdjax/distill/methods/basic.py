@@ -32,41 +32,14 @@ from typing import Sequence
 import jax.numpy as jnp
 
 from kdjax import losses
-from kdjax.distill.api import (BuildInfo, Context, Term, check_same_length, no_aux, pick,
+from kdjax.distill.api import (BuildInfo, Context, FeatureArg, Term, no_aux, pick,
+                               resolve_feature_pair, resolve_features,
                                register_method)
 
-FeatureArg = str | Sequence[str] | None
 
 
 # ----------------------------------------------------------------------------
 # Build-time helpers
-
-def _names(info: BuildInfo, who: str, given: FeatureArg, default) -> tuple[str, ...]:
-  """Resolve a feature argument (name, list or None) and validate every name."""
-  if given is None:
-    names = tuple(default() if callable(default) else default)
-  elif isinstance(given, str):
-    names = (given,)
-  else:
-    names = tuple(given)
-  if not names:
-    raise ValueError(f'no {who} features selected (default {default!r} is empty for '
-                     f'{info.arch(who) or who}).')
-  for k in names:
-    if not isinstance(k, str):
-      raise ValueError(f'{who} feature names must be strings, got {k!r}.')
-    info.feature(who, k)  # raises with "did you mean"
-  return names
-
-
-def _pair(info: BuildInfo, method: str, student_features: FeatureArg,
-          teacher_features: FeatureArg, default_student, default_teacher=None):
-  s = _names(info, 'student', student_features, default_student)
-  t = _names(info, 'teacher', teacher_features,
-             default_student if default_teacher is None else default_teacher)
-  check_same_length(s, t, method)
-  return s, t
-
 
 def _last_stage(info: BuildInfo, who: str):
   return lambda: info.stages(who)[-1:]
@@ -203,7 +176,7 @@ def build_wsld(info: BuildInfo, *, weight: float = 2.5, temperature: float = 2.0
 def build_at(info: BuildInfo, *, weight: float = 1000.0, student_features: FeatureArg = None,
              teacher_features: FeatureArg = None, p: float = 2.0) -> Term:
   """Attention transfer on the stage outputs (RD feat[1:-1]), weight 1000."""
-  s_keys, t_keys = _pair(info, 'at', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'at', student_features, teacher_features,
                          lambda: info.stages('student'), lambda: info.stages('teacher'))
   _check_maps(info, 'at', s_keys, t_keys)
   _positive('at', p=p)
@@ -218,7 +191,7 @@ def build_at(info: BuildInfo, *, weight: float = 1000.0, student_features: Featu
 def build_nst(info: BuildInfo, *, weight: float = 50.0, student_features: FeatureArg = None,
               teacher_features: FeatureArg = None) -> Term:
   """Neuron selectivity transfer (polynomial kernel) on the stage outputs, weight 50."""
-  s_keys, t_keys = _pair(info, 'nst', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'nst', student_features, teacher_features,
                          lambda: info.stages('student'), lambda: info.stages('teacher'))
   _check_maps(info, 'nst', s_keys, t_keys)
 
@@ -238,7 +211,7 @@ def build_fsp(info: BuildInfo, *, weight: float = 1.0, student_features: Feature
   that a staged config can place in its init stage. Student and teacher must
   have equal channel counts map by map (RD reports wrn_40_2 -> wrn_40_1 N/A).
   """
-  s_keys, t_keys = _pair(info, 'fsp', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'fsp', student_features, teacher_features,
                          lambda: ('stem',) + info.stages('student'),
                          lambda: ('stem',) + info.stages('teacher'))
   if len(s_keys) < 2:
@@ -282,7 +255,7 @@ def _check_pair_spatial(info: BuildInfo, who: str, a: str, b: str):
 def build_sp(info: BuildInfo, *, weight: float = 3000.0, student_features: FeatureArg = None,
              teacher_features: FeatureArg = None) -> Term:
   """Similarity-preserving KD on the last stage output (RD feat[-2]), weight 3000."""
-  s_keys, t_keys = _pair(info, 'sp', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'sp', student_features, teacher_features,
                          _last_stage(info, 'student'), _last_stage(info, 'teacher'))
   _check_batched(info, 'sp', s_keys, t_keys)
 
@@ -292,7 +265,7 @@ def build_sp(info: BuildInfo, *, weight: float = 3000.0, student_features: Featu
 
 
 def _one_embedding(info, method, student_features, teacher_features):
-  s_keys, t_keys = _pair(info, method, student_features, teacher_features, ('pooled',))
+  s_keys, t_keys = resolve_feature_pair(info, method, student_features, teacher_features, ('pooled',))
   if len(s_keys) != 1:
     raise ValueError(f'{method}: takes one student and one teacher feature, got '
                      f'{list(s_keys)} and {list(t_keys)}.')
