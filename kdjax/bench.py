@@ -28,6 +28,8 @@ SHAPES = {
     'cifar100': ((32, 32, 3), 100, 50000),
     'stl10': ((96, 96, 3), 10, 5000),
     'imagenet2012': (None, 1000, 1281167),
+    'fer2013': ((None, 1), 7, 28709),   # grayscale at data.image_size
+    'folder': ((None, 3), 7, 12271),    # RAF-DB basic's size; any folder times the same
 }
 
 
@@ -38,6 +40,8 @@ def synthetic_dataset(cfg, pool: int):
   shape, classes, num_train = SHAPES[name]
   if shape is None:
     shape = (cfg.data.image_size, cfg.data.image_size, 3)
+  elif shape[0] is None:
+    shape = (cfg.data.image_size, cfg.data.image_size, shape[1])
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (pool,) + shape, dtype=np.uint8)
   labels = rng.integers(0, classes, (pool,), dtype=np.int32)

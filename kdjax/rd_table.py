@@ -28,6 +28,10 @@ x0.1 at 150/180/210, wd 5e-4) and sets RD's loss weights
            Needs equal channel counts: e.g. wrn_40_2 -> wrn_40_1 is rejected when the
            run is set up (ValueError from the fsp builder).
 
+Comparison rows on the same protocol (COMPARISON_METHODS): dkd (CE 1 + DKD,
+beta per pair as mdistiller), wsld (CE 1 + 2.5 WSLD, tau 4; CIFAR constants
+unpublished).
+
 Seed-002 two-stage variants (EXTRA_METHODS, no files in configs/): stage 1 of
 100 epochs, lr 0.001 x0.1 at 60/80, then Hinton KD (0.1 CE + 0.9 KD, tau 4) on
 the RD recipe:
@@ -53,6 +57,12 @@ PAIRS = SAME_FAMILY + CROSS_FAMILY
 METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst', 'crd',
            'crd_kd', 'ofd')
 EXTRA_METHODS = ('fitnet_2stage', 'fsp_2stage')
+# Later logit methods compared on the same protocol (IPWD's appendix, mdistiller).
+COMPARISON_METHODS = ('dkd', 'wsld')
+
+# mdistiller's DKD beta per pair (METHODS.md section 1); 8 elsewhere.
+DKD_BETA = {('resnet56', 'resnet20'): 2.0, ('resnet110', 'resnet32'): 2.0, ('vgg13', 'vgg8'): 6.0,
+            ('wrn_40_2', 'wrn_16_2'): 6.0, ('wrn_40_2', 'wrn_40_1'): 6.0}
 
 INIT_EPOCHS = 30
 # Every parameter of the student except its classifier (RD `get_feat_modules`).
@@ -104,9 +114,18 @@ def config(method: str, teacher: str, student: str, dataset: str = 'cifar100') -
   if method in _SINGLE:
     ce, terms = _SINGLE[method]
     return recipes.student(dataset, teacher, student, terms, ce_weight=ce)
+  if method == 'dkd':  # CE 1 + DKD (alpha 1, beta per pair, tau 4, 20-epoch warm-up)
+    beta = DKD_BETA.get((teacher, student), 8.0)
+    return recipes.student(dataset, teacher, student, {'dkd': dict(
+        method='dkd', weight=1.0, alpha=1.0, beta=beta, temperature=4.0, warmup_epochs=20.0)})
+  if method == 'wsld':
+    # WSLD's CIFAR-100 constants are not published (METHODS.md section 8): tau 4
+    # as RD's KD, alpha 2.5 as the official ImageNet code; CE weight 1.
+    return recipes.student(dataset, teacher, student,
+                           {'wsld': dict(method='wsld', weight=2.5, temperature=4.0)})
   if method not in ('ab', 'ft', 'fsp') + EXTRA_METHODS:
     raise ValueError(f'unknown RD-table method {method!r}; known: '
-                     f'{sorted(METHODS + EXTRA_METHODS)}')
+                     f'{sorted(METHODS + EXTRA_METHODS + COMPARISON_METHODS)}')
   main_terms = {}
   main_ce = 1.0
   if method in EXTRA_METHODS:

@@ -85,6 +85,18 @@ def imagenet(arch: str) -> ConfigDict:
   return c
 
 
+def tfkd_cifar100(arch: str) -> ConfigDict:
+  """Tf-KD's CIFAR-100 recipe: 200 epochs, batch 128, lr 0.1, 1 warm-up epoch, x0.2 at 60/120/160."""
+  c = rd_cifar100(arch)
+  c.epochs = 200
+  c.optim.batch_size = 128
+  c.optim.lr = 0.1
+  c.optim.warmup_epochs = 1.0
+  c.optim.boundaries_epochs = (60, 120, 160)
+  c.optim.decay_factor = 0.2
+  return c
+
+
 RECIPES = {'digits': digits, 'cifar100': rd_cifar100, 'cifar10': seed003_cifar10,
            'imagenet2012': imagenet}
 
