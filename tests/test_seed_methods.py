@@ -567,3 +567,24 @@ class SeedConfigsTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+def test_linear_cka_matches_feature_space_formula_and_invariances():
+  """seed 000 Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
+  from kdjax.losses import ie_kd as L
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(6, 2, 2, 3))
+  y = rng.normal(size=(6, 2, 2, 3))
+  xc = x.reshape(6, -1) - x.reshape(6, -1).mean(0)
+  yc = y.reshape(6, -1) - y.reshape(6, -1).mean(0)
+  want = (np.linalg.norm(yc.T @ xc) ** 2 /
+          (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+  np.testing.assert_allclose(L.linear_cka(jnp.asarray(x), jnp.asarray(y)), want, rtol=1e-5)
+  np.testing.assert_allclose(L.linear_cka(jnp.asarray(x), jnp.asarray(3.0 * x)), 1.0, rtol=1e-5)
+  q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+  rotated = (x.reshape(6, -1) @ q).reshape(x.shape)
+  np.testing.assert_allclose(L.linear_cka(jnp.asarray(rotated), jnp.asarray(y)), want, rtol=1e-4)
+  l_inh, l_exp = L.inheritance_exploration(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x),
+                                           metric='l1', exp_metric='cka')
+  np.testing.assert_allclose(l_inh, 0.0, atol=1e-6)
+  np.testing.assert_allclose(l_exp, want, rtol=1e-5)

@@ -1,46 +1,66 @@
-"""The same step on 8 virtual CPU devices matches 1 device (run in a subprocess,
-because the device count is fixed when JAX starts)."""
+"""The same steps on 8 virtual CPU devices match 1 device (in a subprocess,
+because the device count is fixed when JAX starts): plain training, and CRD,
+whose memory banks are updated from the gathered global batch."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
+    import sys, tempfile
     import jax, numpy as np
     from kdjax import recipes
-    from kdjax.train import loop, setup as setup_lib
+    from kdjax.train import checkpoint as ck, loop, setup as setup_lib
     assert jax.device_count() == 8, jax.devices()
+    mode = sys.argv[1]
 
-    def run(n_dev, workdir):
+    def config():
+        if mode == 'plain':
+            cfg = recipes.digits('resnet8')
+        else:
+            teacher = tempfile.mkdtemp()
+            t = recipes.digits('resnet8'); t.epochs = 1; t.progress_bar = False
+            loop.train_and_evaluate(t, teacher)
+            cfg = recipes.student('digits', 'resnet8', 'resnet8', {
+                'crd': dict(method='crd', weight=0.8, nce_k=256),
+                'kd': dict(method='kd', weight=1.0)})
+            cfg.teacher.checkpoint = teacher
+        cfg.epochs = 1; cfg.progress_bar = False; cfg.optim.warmup_epochs = 0.0
+        return cfg
+
+    def run(cfg, n_dev, workdir):
         orig = setup_lib.make_mesh
         setup_lib.make_mesh = lambda: orig(jax.devices()[:n_dev])
         try:
-            cfg = recipes.digits('resnet8')
-            cfg.epochs = 1; cfg.progress_bar = False; cfg.optim.warmup_epochs = 0.0
-            res = loop.train_and_evaluate(cfg, workdir, stop_after_steps=6)
+            loop.train_and_evaluate(cfg, workdir, stop_after_steps=6)
             s = setup_lib.build(cfg)
-            from kdjax.train import checkpoint as ck
             c = ck.Checkpointer(workdir + '/checkpoints')
             step, state = loop._restore(s, c, setup_lib.init_variables(s)); c.close()
-            return step, jax.device_get(state['params'])
+            return step, jax.device_get({k: state[k] for k in ('params', 'aux_state')})
         finally:
             setup_lib.make_mesh = orig
 
-    import tempfile
-    s1, p1 = run(1, tempfile.mkdtemp())
-    s8, p8 = run(8, tempfile.mkdtemp())
+    cfg = config()
+    s1, a = run(cfg, 1, tempfile.mkdtemp())
+    s8, b = run(cfg, 8, tempfile.mkdtemp())
     assert s1 == s8 == 6
-    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), p1, p8))
+    if mode == 'crd':
+        mem = a['aux_state']['crd']['memory']
+        assert {'memory_s', 'memory_t', 'z'} <= set(mem) and float(mem['z'][0]) > 0  # Z was set
+    diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
     print('max_abs_diff', max(diffs))
     assert max(diffs) < 1e-4, max(diffs)
     print('OK')
 ''')
 
 
-def test_eight_devices_match_one(tmp_path):
+@pytest.mark.parametrize('mode', ['plain', 'crd'])
+def test_eight_devices_match_one(mode):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, capture_output=True, text=True,
-                       timeout=600)
+  out = subprocess.run([sys.executable, '-c', SCRIPT, mode], env=env, capture_output=True,
+                       text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert 'OK' in out.stdout

@@ -25,7 +25,7 @@ from kdjax.losses.features import attention_map, l2_normalize, match_spatial
 
 Array = jax.Array
 
-METRICS = ('l1', 'l2', 'cos', 'partial_l2')
+METRICS = ('l1', 'l2', 'cos', 'partial_l2', 'cka')
 VARIANTS = ('ft', 'at', 'od')
 
 
@@ -75,6 +75,22 @@ def _flat_normalised(a: Array, b: Array) -> tuple[Array, Array]:
   return a, b
 
 
+def linear_cka(a: Array, b: Array, eps: float = 1e-12) -> Array:
+  """Linear CKA (Kornblith et al. 2019) between two batches of representations.
+
+  With column-centred X [N, p], Y [N, q]:
+  CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), computed through the N x N
+  Gram matrices (tr(K_X K_Y) = ||Y^T X||_F^2). 1 for identical inputs, invariant
+  to isotropic scaling and orthogonal transforms of either side.
+  """
+  x = a.reshape(a.shape[0], -1).astype(jnp.float32)
+  y = b.reshape(b.shape[0], -1).astype(jnp.float32)
+  x = x - x.mean(0, keepdims=True)
+  y = y - y.mean(0, keepdims=True)
+  kx, ky = x @ x.T, y @ y.T
+  return jnp.sum(kx * ky) / jnp.sqrt(jnp.maximum(jnp.sum(kx * kx) * jnp.sum(ky * ky), eps))
+
+
 def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   """Similarity loss D(a, b) between per-sample L2-normalised flattened factors.
 
@@ -82,6 +98,7 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   l2:         sqrt(mean (a^ - b^)^2)               (official NormLoss p=2)
   cos:        mean_n (1 - <a^_n, b^_n>)            (official CosLoss)
   partial_l2: mean (a^ - b^)^2 [a^ > b^ or b^ > 0] (OD's partial L2, b = target)
+  cka:        1 - linear_cka(a, b)                  (seed 000 Table 6a's "CKA"; batch-level)
 
   Args:
     a: student-side factor [N, ...].
@@ -91,6 +108,9 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   Returns:
     A scalar.
   """
+  if metric == 'cka':
+    chex.assert_equal_shape([a, b])
+    return 1.0 - linear_cka(a, b)
   a, b = _flat_normalised(a, b)
   d = a - b
   if metric == 'l1':
@@ -106,7 +126,8 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
 
 
 def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
-  """Dis-similarity loss: -D(a, b) for l1/l2/partial_l2, mean_n |cos(a_n, b_n)| for cos.
+  """Dis-similarity loss: -D(a, b) for l1/l2/partial_l2, mean_n |cos(a_n, b_n)| for cos,
+  linear CKA for cka.
 
   The cos form is the official CosLoss(negative=True) (orthogonality, seed 000
   Sec. 3.2); the others are the paper's negative distances (eq. 3).
@@ -114,6 +135,8 @@ def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   if metric == 'cos':
     a, b = _flat_normalised(a, b)
     return jnp.mean(jnp.abs(jnp.sum(a * b, axis=-1)))
+  if metric == 'cka':  # Table 6a "L1 + CKA": explore by lowering the CKA similarity
+    return linear_cka(a, b)
   return -factor_distance(a, b, metric)
 
 
