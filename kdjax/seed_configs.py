@@ -240,7 +240,28 @@ def _srrl_recipe(protocol: str, dataset: str, arch: str) -> ConfigDict:
 
 
 _SRRL_ARGS = dict(teacher=False, alpha=-1.0, beta=1.0, sr='mse', fm_only=False, sr_only=False,
-                  kd=False, at=False)
+                  kd=False, at=False, layers='')
+
+# Seed 003 Table 1 names the WRN stem conv1 and its three groups conv2..conv4 (WRN paper);
+# kdjax's stageK is group K, and conv4 is SRRL's default position ('last': after the final
+# BN-ReLU, feeding the pooled vector).
+_SRRL_CONV = {'conv2': 'stage1', 'conv3': 'stage2', 'conv4': 'last'}
+
+
+def srrl_layers(text: str) -> tuple[str, ...]:
+  """'conv2' / 'conv3' / 'conv2+3+4' (Table 1) or 'stage1+last' -> the `srrl` layers option."""
+  out = []
+  for part in text.split('+'):
+    part = part.strip()
+    if part.isdigit():
+      part = f'conv{part}'
+    if part in _SRRL_CONV:
+      part = _SRRL_CONV[part]
+    elif part != 'last' and not (part.startswith('stage') and part[5:].isdigit()):
+      raise ValueError(f'srrl layers: unknown position {part!r}; use conv2 / conv3 / conv4 '
+                       f"(joined with '+', e.g. conv2+3+4), stageK or last.")
+    out.append(part)
+  return tuple(out)
 
 
 def srrl(dataset: str, teacher: str, student: str, arg: str | None = None, *,
@@ -252,7 +273,9 @@ def srrl(dataset: str, teacher: str, student: str, arg: str | None = None, *,
   them (`:teacher`); 'crd' the RepDistiller recipe and teachers (Tables
   11-12). Arguments: alpha, beta, sr (mse | ce | kl: Table 9), fm_only /
   sr_only (Table 1), kd / at (Table 10: add KD (weight 1, tau 4) or AT
-  (weight 1000) to SRRL).
+  (weight 1000) to SRRL), layers (Table 1's last rows: conv2 / conv3 / conv2+3+4
+  -> stage1 / stage2 / stage1+stage2+last, L_FM + L_SR at each, L_SR through
+  AdaIN and the rest of the teacher; see `srrl_layers`).
   """
   a = {**_SRRL_ARGS, **parse_arg(arg, _SRRL_ARGS)}
   if a['teacher']:
@@ -274,6 +297,8 @@ def srrl(dataset: str, teacher: str, student: str, arg: str | None = None, *,
   if a['sr_only']:
     alpha = 0.0
   terms = {'srrl': dict(method='srrl', alpha=alpha, beta=beta, sr_loss=a['sr'])}
+  if a['layers']:
+    terms['srrl']['layers'] = srrl_layers(a['layers'])
   if a['kd']:
     terms['kd'] = dict(method='kd', weight=1.0, temperature=4.0)
   if a['at']:
@@ -285,7 +310,7 @@ def srrl(dataset: str, teacher: str, student: str, arg: str | None = None, *,
 # Seed 004: IPWD (two-stage, CRD protocol) and the one-stage PS-KD setting
 
 _IPWD_ARGS = dict(star=False, estimator='prob_ratio', warmup=0.0, w_max=10.0, alpha=0.9,
-                  temperature=4.0)
+                  temperature=4.0, dagger=False)
 
 
 def ipwd(teacher: str, student: str, arg: str | None = None) -> ConfigDict:
@@ -293,7 +318,9 @@ def ipwd(teacher: str, student: str, arg: str | None = None) -> ConfigDict:
 
   Arguments: star (IPWD*: the CE-aware output from a second student network,
   a cohort member trained with CE only), estimator (prob_ratio | ce_ratio),
-  warmup (epochs before weighting), w_max, alpha, temperature.
+  warmup (epochs before weighting), w_max, alpha, temperature, dagger (IPWD-dagger,
+  appendix Table 4: the propensity's KD-aware output from an extra head trained with
+  plain KD only).
   """
   a = {**_IPWD_ARGS, **parse_arg(arg, _IPWD_ARGS)}
   c = recipes.student('cifar100', teacher, student, {}, ce_weight=0.1)
@@ -302,6 +329,8 @@ def ipwd(teacher: str, student: str, arg: str | None = None) -> ConfigDict:
   if a['star']:
     c.model.cohort = (student, student)
     term.update(logits_feature='member0/logits', cls_feature='member1/logits')
+  if a['dagger']:
+    term['dagger'] = True
   return _terms(c, {'ipwd': term}, 0.1)
 
 

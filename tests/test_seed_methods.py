@@ -588,3 +588,38 @@ def test_linear_cka_matches_feature_space_formula_and_invariances():
                                            metric='l1', exp_metric='cka')
   np.testing.assert_allclose(l_inh, 0.0, atol=1e-6)
   np.testing.assert_allclose(l_exp, want, rtol=1e-5)
+
+
+def test_ipwd_dagger_kd_only_head_gives_the_propensity():
+  """IPWD-dagger (seed 004 appendix Table 4): a third head trained with plain KD only."""
+  term = _term(dict(method='ipwd', dagger=True))
+  aux = _aux(term)
+  assert sorted(aux['params']) == ['cls', 'dagger']
+  ctx = _context()
+  loss, m, _ = term.loss(aux, ctx)
+  pooled = np.asarray(ctx.student['pooled'])
+  lin = lambda p: pooled @ np.asarray(p['fc']['kernel']) + np.asarray(p['fc']['bias'])
+  z_cls, z_dag = lin(aux['params']['cls']), lin(aux['params']['dagger'])
+  y = np.asarray(ctx.labels)
+  zs, zt = np.asarray(ctx.student['logits']), np.asarray(ctx.teacher['logits'])
+  kl = lambda z: np.sum(_np_softmax(zt / 4) * (_np_log_softmax(zt / 4) - _np_log_softmax(z / 4)), -1)
+  lp = lambda z: _np_log_softmax(z)[np.arange(len(y)), y]
+  pi = 1 / (1 + np.exp(-(lp(z_dag) - lp(z_cls))))  # propensity from (z_dag, z_cls), not z_kd
+  w = np.clip(1 / pi, 1, 10)
+  w = w / w.mean()
+  want = _np_ce(z_cls, y) + 0.9 * 16 * np.mean(w * kl(zs)) + 0.9 * 16 * np.mean(kl(z_dag))
+  np.testing.assert_allclose(loss, want, rtol=1e-4)
+  np.testing.assert_allclose(m['kd_dagger'], 16 * np.mean(kl(z_dag)), rtol=1e-4)
+  # The dagger head learns from KD only: no gradient from the labels' CE reaches it, and
+  # neither extra head's loss reaches the student's pooled features.
+  g = jax.grad(lambda p: term.loss({**aux, 'params': p}, ctx)[0])(aux['params'])
+  g_lab = jax.grad(lambda p: term.loss({**aux, 'params': p}, api.Context(
+      **{**ctx.__dict__, 'labels': jnp.asarray([0, 0, 0, 0])}))[0])(aux['params'])
+  np.testing.assert_allclose(g['dagger']['fc']['kernel'], g_lab['dagger']['fc']['kernel'], atol=1e-6)
+  assert float(jnp.abs(g['dagger']['fc']['kernel']).sum()) > 0
+  g_f = jax.grad(lambda f: term.loss(aux, api.Context(**{**ctx.__dict__, 'student': {
+      **ctx.student, 'pooled': f}}))[0])(ctx.student['pooled'])
+  np.testing.assert_array_equal(g_f, 0.0)
+  from kdjax import seed_configs
+  assert seed_configs.ipwd('resnet110', 'resnet32', 'dagger').distill.terms['ipwd']['dagger']
+  assert 'dagger' not in seed_configs.ipwd('resnet110', 'resnet32').distill.terms['ipwd']

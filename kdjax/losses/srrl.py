@@ -67,3 +67,22 @@ def softmax_regression(z_sc: Array, teacher_logits: Array, labels: Array | None 
   if kind == 'kl':
     return kd(z_sc, zt, temperature=temperature)
   raise ValueError(f'unknown SRRL L_SR kind {kind!r}; known: {SR_KINDS}.')
+
+
+def adain(x: Array, y: Array, eps: float = 1e-5) -> Array:
+  """AdaIN (Huang & Belongie 2017): sigma(y) (x - mu(x)) / sigma(x) + mu(y).
+
+  Per sample and channel over H, W of NHWC maps; sigma = sqrt(biased variance + eps)
+  (the same eps under both square roots). x and y must agree in N and C; their H, W may
+  differ. Gradients flow into x and y (stop y yourself if it is a frozen target).
+  """
+  chex.assert_rank([x, y], 4)
+  if x.shape[0] != y.shape[0] or x.shape[-1] != y.shape[-1]:
+    raise ValueError(f'adain: x {x.shape} and y {y.shape} must agree in batch and channels.')
+  x = x.astype(jnp.float32)
+  y = y.astype(jnp.float32)
+  mu_x = jnp.mean(x, axis=(1, 2), keepdims=True)
+  mu_y = jnp.mean(y, axis=(1, 2), keepdims=True)
+  sd_x = jnp.sqrt(jnp.var(x, axis=(1, 2), keepdims=True) + eps)
+  sd_y = jnp.sqrt(jnp.var(y, axis=(1, 2), keepdims=True) + eps)
+  return sd_y * (x - mu_x) / sd_x + mu_y

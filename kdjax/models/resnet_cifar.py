@@ -15,6 +15,9 @@ Features (`stem`, `stage1..S`, `stage1..S_preact`, `last_map`, `pooled`, `logits
   stageK_preact pre-ReLU sum (branch + shortcut) of the last block of stage K.
   last_map      = stageS;  pooled = mean over H, W of last_map (RD feat[-1]).
 
+Partial forward: `forward_from(h, k)` runs stages k+1..S, pooling and the head on
+a `stagek` map (SRRL's L_SR at earlier layers); `apply(..., method='forward_from')`.
+
 Parameter names: `conv1`, `bn1` (stem), `layer{K}_{i}` (block i of stage K, with
 `conv1..3`, `bn1..3`, `shortcut_conv`, `shortcut_bn`), `head`.
 
@@ -63,20 +66,39 @@ class ResNet(nn.Module):
     return {f'stage{k + 1}_preact': (name, bn)
             for k, name in enumerate(common.last_names('layer', self.stage_sizes))}
 
-  @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    return self._forward(x, train=train, branch_scale=branch_scale, start=0)
+
+  def forward_from(self, h, stage: int, *, train: bool = False):
+    """Logits from the output of stage `stage` (feature `stage{stage}`, after its ReLU).
+
+    Runs stages stage+1..S, pooling and `head` with this model's parameters
+    (`model.apply(variables, h, k, method='forward_from')`); stage S leaves only
+    pool-head. forward_from(feats['stageK'], K) equals the full forward's logits.
+    """
+    if not 1 <= stage <= len(self.stage_sizes):
+      raise ValueError(f'{self.arch}.forward_from: stage must be in 1..{len(self.stage_sizes)}, '
+                       f'got {stage}.')
+    return self._forward(h, train=train, branch_scale=None, start=stage)[0]
+
+  @nn.compact
+  def _forward(self, x, *, train: bool, branch_scale: Any, start: int):
     block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
     scales = common.branch_scales(branch_scale, self.num_blocks, self.arch)
     feats = {}
-    if self.imagenet_stem:
-      x = common.conv(self.widths[0], 7, 2, name='conv1')(x)
-    else:
-      x = common.conv(self.widths[0], 3, name='conv1')(x)
-    x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
-    if self.imagenet_stem:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    if start == 0:
+      if self.imagenet_stem:
+        x = common.conv(self.widths[0], 7, 2, name='conv1')(x)
+      else:
+        x = common.conv(self.widths[0], 3, name='conv1')(x)
+      x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+      if self.imagenet_stem:
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     l = 0
     for k, n in enumerate(self.stage_sizes):
+      if k < start:  # already done: x is the output of stage `start`
+        l += n
+        continue
       for i in range(n):
         stride = 2 if (k > 0 and i == 0) else 1
         x, pre = block_cls(self.widths[k + 1], stride, name=f'layer{k + 1}_{i}')(
@@ -88,7 +110,6 @@ class ResNet(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
-
 
 def cifar_resnet(depth: int, num_classes: int, wide: bool = False, **kw) -> ResNet:
   """RD `resnet{depth}` (widths 16/16/32/64) or `resnet{depth}x4` (32/64/128/256)."""

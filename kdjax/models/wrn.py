@@ -18,6 +18,9 @@ Features:
   last_map      relu(bn1(stage3)), the map that is pooled.
   pooled        mean over H, W of last_map (RD feat[-1]).
 
+Partial forward: `forward_from(h, k)` runs groups k+1..3 and the head on a
+`stagek` map (SRRL's L_SR at earlier layers); `apply(..., method='forward_from')`.
+
 Parameter names: `conv1`, `block{K}_{i}` (with `bn1`, `conv1`, `bn2`, `conv2`,
 `conv_shortcut`), final `bn1`, `head`.
 
@@ -78,15 +81,35 @@ class WideResNet(nn.Module):
     return {'stage1_preact': ('block2_0', 'bn1'), 'stage2_preact': ('block3_0', 'bn1'),
             'stage3_preact': ('bn1',)}
 
-  @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
+    return self._forward(x, train=train, branch_scale=branch_scale, start=0)
+
+  def forward_from(self, h, stage: int, *, train: bool = False):
+    """Logits from the output of group `stage` (feature `stage{stage}`, pre-activation).
+
+    Runs groups stage+1..3, the final BN-ReLU, pooling and `head` with this
+    model's parameters (use `model.apply(variables, h, k, method='forward_from')`);
+    stage 3 leaves only bn1-ReLU-pool-head. forward_from(feats['stageK'], K) equals
+    the full forward's logits (same `train` mode). No stochastic depth here.
+    """
+    if not 1 <= stage <= 3:
+      raise ValueError(f'wrn_{self.depth}_{self.width}.forward_from: stage must be 1, 2 or 3, '
+                       f'got {stage}.')
+    return self._forward(h, train=train, branch_scale=None, start=stage)[0]
+
+  @nn.compact
+  def _forward(self, x, *, train: bool, branch_scale: Any, start: int):
     n = (self.depth - 4) // 6
     scales = common.branch_scales(branch_scale, self.num_blocks, f'wrn_{self.depth}_{self.width}')
     widths = (16 * self.width, 32 * self.width, 64 * self.width)
     feats = {}
-    x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
+    if start == 0:
+      x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
     l = 0
     for g in range(3):
+      if g < start:  # already done: x is the output of group `start`
+        l += n
+        continue
       for i in range(n):
         stride = 2 if (g > 0 and i == 0) else 1
         x, normed = WideBlock(widths[g], stride, name=f'block{g + 1}_{i}')(x, scales[l], train=train)

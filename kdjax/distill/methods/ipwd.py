@@ -22,6 +22,20 @@ Synopsis:
   `cls_feature='member1/logits'`: member 1 is then a second network trained
   with CE alone (the term computes it), member 0 is the distilled student
   (the cohort's main logits), and no extra head is created.
+
+  IPWD-dagger (appendix Table 4, `dagger=True`): the KD-aware output used in the
+  propensity comes from a *third* linear head z_dag (same type as the CE head,
+  on the same, by default stop_gradient'ed, pooled vector) "trained only with
+  the original distillation loss, which simply mimics the teacher's output
+  without ground-truth annotations". The term adds
+      alpha * tau^2 * mean_i KL(p_t^tau || p_dag^tau)_i      (unweighted)
+  and computes w from (z_dag, z_cls) instead of (z_kd, z_cls); the student's own
+  head is still trained with ce_weight * CE + alpha * weighted KD, as in IPWD.
+  Assumptions (the appendix gives no formula): "original distillation loss" =
+  the plain, unweighted KD with IPWD's alpha and tau (a weighted one would be
+  circular); the dagger head reads the same features as the CE head
+  (`detach_features` applies to both). Variables: with dagger the extra heads'
+  params are nested as {'cls': ..., 'dagger': ...} (without: the CE head's, flat).
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
                cls_weight: float = 1.0, detach_features: bool = True,
                feature: str = 'pooled', logits_feature: str = 'logits',
                cls_feature: str | None = None, teacher_source: str = 'teacher',
-               alpha_T: float = 0.8) -> Term:  # noqa: N803
+               alpha_T: float = 0.8, dagger: bool = False) -> Term:  # noqa: N803
   """Inverse-probability-weighted KD with an extra CE head (METHODS.md estimator).
 
   alpha / temperature default to 0.9 / 4 with a teacher (RD's KD) and to 1 / 1
@@ -53,7 +67,8 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
   1 until this many epochs of the stage are done. detach_features=False lets
   the extra head's CE train the backbone too. teacher_source: 'teacher' (a
   trained teacher's logits) or 'pskd' (one-stage: PS-KD's progressive target,
-  with its own per-sample memory; alpha_T as PS-KD).
+  with its own per-sample memory; alpha_T as PS-KD). dagger: IPWD-dagger
+  (appendix Table 4; a KD-only extra head gives the propensity's KD-aware output).
   """
   if estimator not in L.ESTIMATORS:
     raise ValueError(f'ipwd: estimator must be one of {L.ESTIMATORS}, got {estimator!r}.')
@@ -77,12 +92,14 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
     if tuple(t_shape[1:]) != tuple(k_shape[1:]):
       raise ValueError(f'ipwd: student {tuple(k_shape)} and teacher {tuple(t_shape)} logits '
                        'differ.')
-  if cls_feature is None:
+  if dagger and use_pskd:
+    raise ValueError("ipwd: dagger (a KD-only head) needs teacher_source='teacher'.")
+  if cls_feature is None or dagger:
     f_shape = info.feature('student', feature).shape
     if len(f_shape) != 2:
       raise ValueError(f'ipwd: the extra head reads a pooled vector; {feature!r} has shape '
                        f'{tuple(f_shape)}.')
-  else:
+  if cls_feature is not None:
     c_shape = info.feature('student', cls_feature).shape
     if tuple(c_shape[1:]) != tuple(k_shape[1:]):
       raise ValueError(f'ipwd: cls_feature {cls_feature!r} {tuple(c_shape)} must be logits like '
@@ -91,7 +108,12 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
 
   def init(rng, ctx: Context):
     out = {}
-    if cls_feature is None:
+    if dagger:
+      out['params'] = {'dagger': dict(head.init(jax.random.fold_in(rng, 1),
+                                                ctx.student[feature]))['params']}
+      if cls_feature is None:
+        out['params']['cls'] = dict(head.init(rng, ctx.student[feature]))['params']
+    elif cls_feature is None:
       out['params'] = dict(head.init(rng, ctx.student[feature]))['params']
     if use_pskd:
       out['pskd'] = {'memory': pskd_memory_init(info.num_train, info.num_classes)}
@@ -99,20 +121,31 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
 
   def loss(aux, ctx: Context):
     z_kd = ctx.student[logits_feature]
-    if cls_feature is None:
+    f = None
+    if cls_feature is None or dagger:
       f = ctx.student[feature]
-      if detach_features:  # the extra head is an estimator, not a training signal
+      if detach_features:  # the extra heads are estimators, not training signals
         f = jax.lax.stop_gradient(f)
-      z_cls = head.apply({'params': aux['params']}, f)
+    if cls_feature is None:
+      cls_params = aux['params']['cls'] if dagger else aux['params']
+      z_cls = head.apply({'params': cls_params}, f)
     else:
       z_cls = ctx.student[cls_feature]
     ce_cls = optax.softmax_cross_entropy_with_integer_labels(
         z_cls.astype(jnp.float32), ctx.labels).mean()
-    w = L.ipw_weights(z_kd, z_cls, ctx.labels, estimator=estimator, w_min=w_min, w_max=w_max,
+    extra, metrics = 0.0, {}
+    z_aware = z_kd
+    if dagger:  # IPWD-dagger: the KD-aware output is a head trained with plain KD only
+      z_aware = head.apply({'params': aux['params']['dagger']}, f)
+      kd_dag = L.weighted_kd(z_aware, ctx.teacher['logits'], jnp.ones(z_aware.shape[:1]),
+                             temperature=temperature)
+      extra = alpha * kd_dag
+      metrics['kd_dagger'] = kd_dag
+    w = L.ipw_weights(z_aware, z_cls, ctx.labels, estimator=estimator, w_min=w_min, w_max=w_max,
                       normalize=normalize)
     if warmup_epochs > 0:
       w = jnp.where(ctx.progress >= warmup_epochs, w, jnp.ones_like(w))
-    state, metrics = {}, {}
+    state = {}
     if use_pskd:
       target, alpha_t, memory = pskd_objective(aux['pskd']['memory'], z_kd, ctx, alpha_T=alpha_T)
       state['pskd'] = {'memory': memory}
@@ -122,8 +155,8 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
       kd = L.weighted_kd(z_kd, ctx.teacher['logits'], w, temperature=temperature)
     metrics.update(ce_cls=ce_cls, kd=kd, w_max=jnp.max(w), w_min=jnp.min(w),
                    cls_accuracy=jnp.mean(jnp.argmax(z_cls, -1) == ctx.labels))
-    return cls_weight * ce_cls + alpha * kd, metrics, state
+    return cls_weight * ce_cls + alpha * kd + extra, metrics, state
 
   return Term(name='ipwd', method='ipwd', weight=float(weight), loss=loss,
-              init=init if (cls_feature is None or use_pskd) else None,
+              init=init if (cls_feature is None or use_pskd or dagger) else None,
               needs_teacher=not use_pskd)
