@@ -50,9 +50,11 @@ SCRIPT = textwrap.dedent('''
     if mode == 'crd':
         mem = a['aux_state']['crd']['memory']
         assert {'memory_s', 'memory_t', 'z'} <= set(mem) and float(mem['z'][0]) > 0  # Z was set
-    diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
-    print('max_abs_diff', max(diffs))
-    assert max(diffs) < 1e-4, max(diffs)
+    # Cross-device reductions sum in another order: equal to float32 rounding.
+    # (CRD's normaliser Z is ~1e3, so the tolerance is relative.)
+    def close(path, x, y):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+    jax.tree_util.tree_map_with_path(close, a, b)
     print('OK')
 ''')
 

@@ -70,16 +70,22 @@ def test_init_stage_trains_only_the_declared_parameters(teacher_dir, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, p0['student'][frozen], p1['student'][frozen])
 
 
+@pytest.fixture(scope='module')
+def uninterrupted(teacher_dir, tmp_path_factory):
+  cfg = fitnet_two_stage(teacher_dir)
+  wd = str(tmp_path_factory.mktemp('full'))
+  return loop.train_and_evaluate(cfg, wd), _restore(wd, cfg)[1]
+
+
 @pytest.mark.parametrize('stop_at', [SPE // 2, SPE, SPE + 5])
-def test_two_stage_run_resumes_exactly(teacher_dir, tmp_path, stop_at):
+def test_two_stage_run_resumes_exactly(teacher_dir, uninterrupted, tmp_path, stop_at):
   """Stopped inside stage 1, at the boundary, or inside stage 2: same final state."""
   cfg = fitnet_two_stage(teacher_dir)
-  full = loop.train_and_evaluate(cfg, str(tmp_path / 'full'))
-  loop.train_and_evaluate(cfg, str(tmp_path / 'part'), stop_after_steps=stop_at)
-  resumed = loop.train_and_evaluate(cfg, str(tmp_path / 'part'))
+  full, a = uninterrupted
+  loop.train_and_evaluate(cfg, str(tmp_path), stop_after_steps=stop_at)
+  resumed = loop.train_and_evaluate(cfg, str(tmp_path))
   assert resumed['final'] == full['final']
-  _, a = _restore(str(tmp_path / 'full'), cfg)
-  _, b = _restore(str(tmp_path / 'part'), cfg)
+  _, b = _restore(str(tmp_path), cfg)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -101,3 +107,19 @@ def test_dml_cohort_resumes_exactly(tmp_path):
   _, a = _restore(str(tmp_path / 'full'), cfg)
   _, b = _restore(str(tmp_path / 'part'), cfg)
   jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_export_drops_auxiliary_modules(teacher_dir, tmp_path):
+  """The exported student holds the student's variables only (no regressor, no optimizer)."""
+  from flax import serialization
+  cfg = fitnet_two_stage(teacher_dir)
+  wd = str(tmp_path / 'run')
+  loop.train_and_evaluate(cfg, wd, stop_after_steps=3)
+  out = str(tmp_path / 'student.msgpack')
+  meta = loop.export_student(wd, out)
+  assert meta['model'] == 'resnet8' and meta['step'] == 3
+  blob = serialization.msgpack_restore(open(out, 'rb').read())
+  assert set(blob) == {'params', 'batch_stats'}
+  _, state = _restore(wd, cfg)
+  assert 'fitnet' in state['params']['aux']
+  jax.tree.map(np.testing.assert_array_equal, blob['params'], jax.device_get(state['params']['student']))

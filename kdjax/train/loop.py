@@ -339,3 +339,34 @@ def evaluate_workdir(workdir: str) -> dict[str, Any]:
   with open(os.path.join(workdir, 'eval.json'), 'w') as f:
     json.dump(res, f, indent=2)
   return res
+
+
+def export_student(workdir: str, output: str) -> dict[str, Any]:
+  """Writes the newest checkpoint's student (params + batch_stats) to `output`.
+
+  Auxiliary modules (connectors, embeddings, memory banks) and the optimizer
+  state are left out: the file is the deployable network. A JSON sidecar
+  (`output + '.json'`) names the architecture and the source run.
+  """
+  from flax import serialization
+  cfg_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f'{workdir!r} is not a kdjax workdir (no config.json).')
+  cfg = config_lib.from_json(cfg_path)
+  setup = setup_lib.build(cfg)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
+  restored = _restore(setup, ckpt, setup_lib.init_variables(setup))
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f'no readable checkpoint in {workdir}/checkpoints.')
+  step, state = restored
+  student = jax.device_get({'params': state['params']['student'], 'batch_stats': state['batch_stats']})
+  with open(output, 'wb') as f:
+    f.write(serialization.to_bytes(student))
+  meta = {'model': cfg.model.name, 'cohort': list(cfg.model.cohort),
+          'model_kwargs': dict(cfg.model.kwargs), 'num_classes': setup.dataset.num_classes,
+          'dataset': cfg.data.name, 'step': int(step), 'source': os.path.abspath(workdir),
+          'hash': ckpt_lib.tree_hash(student)}
+  with open(output + '.json', 'w') as f:
+    json.dump(meta, f, indent=2)
+  return meta
