@@ -3,6 +3,7 @@
   kdjax train --config configs/cifar100/kd_resnet32x4_resnet8x4.py[:arg] --workdir DIR [--config.x=y ...]
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
+  kdjax report DIR [DIR ...]          mean +- std over runs (seeds) of one experiment
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
   kdjax methods                        list the registered distillation methods
@@ -64,6 +65,12 @@ def cmd_export(args, overrides):
   return 0
 
 
+def cmd_report(args, overrides):
+  from kdjax import report
+  report.run(args.workdirs)
+  return 0
+
+
 def cmd_bench(args, overrides):
   from kdjax import bench
   cfg = _load_config(args.config, overrides)
@@ -109,6 +116,8 @@ def run(argv=None) -> int:
   p = sub.add_parser('export', help='write the student (no auxiliary modules) to a msgpack file')
   p.add_argument('--workdir', required=True)
   p.add_argument('--output', required=True)
+  p = sub.add_parser('report', help='mean +- std of results.json over runs (e.g. seeds)')
+  p.add_argument('workdirs', nargs='+')
   p = sub.add_parser('bench', help='time the compiled train step on synthetic batches')
   p.add_argument('--config', required=True)
   p.add_argument('--steps', type=int, default=20)
@@ -121,9 +130,10 @@ def run(argv=None) -> int:
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
   args = parser.parse_args(rest)
-  if overrides and args.cmd in ('eval', 'export', 'methods'):
+  if overrides and args.cmd in ('eval', 'export', 'report', 'methods'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
-  cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'bench': cmd_bench,
+  cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
+         'bench': cmd_bench,
          'quickstart': cmd_quickstart, 'methods': cmd_methods}[args.cmd]
   try:
     return cmd(args, overrides)
