@@ -169,3 +169,11 @@ def test_tfds_paths_train_on_mock_data(tmp_path, dataset, arch, image_size):
   assert np.isfinite(res['final']['loss'])
   lines = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
   assert [l['step'] for l in lines if l['kind'] == 'eval'] == [2]
+
+
+def test_hyperparameter_typo_is_reported_before_loading_anything(tmp_path):
+  cfg = kd_cfg(str(tmp_path / 'no_teacher_here'))
+  with cfg.distill.unlocked():
+    cfg.distill.terms.kd.temprature = 3.0
+  with pytest.raises(ValueError, match="no hyper-parameter 'temprature'.*did you mean 'temperature'"):
+    setup_lib.build(cfg)

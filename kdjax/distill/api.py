@@ -198,20 +198,31 @@ def hyperparameters(name: str) -> dict[str, Any]:
           if p.kind == p.KEYWORD_ONLY}
 
 
-def build_term(spec: Mapping[str, Any], info: BuildInfo) -> list[Term]:
-  """Resolve one config entry (a mapping with 'method' and hyper-parameters)."""
+def check_spec(spec: Mapping[str, Any]) -> None:
+  """Shape-free checks of one config entry: the method exists and takes these keys.
+
+  Runs before any data or teacher is loaded, so a typo costs milliseconds.
+  """
   spec = dict(spec)
   if 'method' not in spec:
     raise ValueError(f'distillation term {spec} has no "method" key.')
   method = spec.pop('method')
-  name = spec.pop('name', None)
-  minfo = get_method(method)
+  spec.pop('name', None)
+  get_method(method)
   allowed = hyperparameters(method)
   for key in spec:
     if key not in allowed:
       raise ValueError(f'method {method!r} has no hyper-parameter {key!r}'
                        f'{_did_you_mean(key, allowed)}; it accepts: {sorted(allowed)}')
-  built = minfo.builder(info, **spec)
+
+
+def build_term(spec: Mapping[str, Any], info: BuildInfo) -> list[Term]:
+  """Resolve one config entry (a mapping with 'method' and hyper-parameters)."""
+  check_spec(spec)
+  spec = dict(spec)
+  method = spec.pop('method')
+  name = spec.pop('name', None)
+  built = get_method(method).builder(info, **spec)
   terms = [built] if isinstance(built, Term) else list(built)
   if name is not None:
     if len(terms) != 1:

@@ -125,6 +125,10 @@ def load_teacher(cfg, dataset) -> Teacher | None:
 def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
   """Resolve everything; `dataset`/`teacher` replace the config's (benchmarks)."""
   config_lib.check(cfg)
+  stages = config_lib.stages(cfg)
+  for st in stages:  # method and hyper-parameter typos: before any data or teacher is read
+    for key, spec in st.distill.terms.items():
+      distill_api.check_spec({'method': key, **dict(spec)})
   dataset = dataset if dataset is not None else data_lib.load(cfg.data)
   kwargs = dict(cfg.model.kwargs) if cfg.model.kwargs else {}
   if cfg.model.cohort:
@@ -134,7 +138,6 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
   teacher = teacher if teacher is not None else load_teacher(cfg, dataset)
 
   n_dev = jax.device_count()
-  stages = config_lib.stages(cfg)
   for st in stages:
     if st.optim.batch_size % n_dev:
       raise ValueError(f'batch size {st.optim.batch_size} is not divisible by the {n_dev} devices.')
