@@ -397,3 +397,20 @@ def test_hint_trainable_regexes():
   assert not any(re.search(r, 'student/bn1/scale') for r in pats)
   with pytest.raises(ValueError):
     fitnet_lib.hint_trainable('nonexistent', 2)
+
+
+def test_transposed_conv_init_uses_torch_fan_in():
+  """PyTorch's ConvTranspose weight is [C_in, C_out, k, k]: kaiming_uniform(a=sqrt(5)) bounds it
+  by 1/sqrt(C_out k^2), not 1/sqrt(C_in k^2) (flax's default fan for its [k, k, C_in, C_out])."""
+  c_in, c_out = 64, 4
+  m = modules.ConvReg(c_out, (4, 4), (8, 8))  # 'transpose': ConvTranspose 4x4/2
+  v = m.init(jax.random.key(0), jnp.ones((1, 4, 4, c_in)))
+  k = np.abs(np.asarray(v['params']['conv']['kernel']))
+  torch_bound, wrong_bound = 1 / math.sqrt(16 * c_out), 1 / math.sqrt(16 * c_in)
+  assert k.max() <= torch_bound + 1e-7
+  assert k.max() > 2 * wrong_bound  # ~U(+-torch_bound) over 4096 draws
+  para = modules.Paraphraser(32, 0.25)  # dec1: ConvTranspose 3x3, 8 -> 32
+  v = para.init(jax.random.key(1), jnp.ones((1, 4, 4, 32)))
+  k = np.abs(np.asarray(v['params']['dec1']['kernel']))
+  assert k.max() <= 1 / math.sqrt(9 * 32) + 1e-7
+  assert k.max() > 0.9 / math.sqrt(9 * 32)  # 2304 draws of U(+-1/sqrt(9*32))

@@ -27,6 +27,10 @@ from kdjax.models.common import batch_norm
 
 # PyTorch's default Conv/Linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+# PyTorch's ConvTranspose weight is [C_in, C_out, k, k], so its fan_in is C_out * k * k
+# (the same fan its bias uses); flax's ConvTranspose kernel is [k, k, C_in, C_out].
+torch_transpose_kernel_init = nn.initializers.variance_scaling(
+    1.0 / 3.0, 'fan_in', 'uniform', in_axis=-1, out_axis=-2)
 
 
 def torch_bias_init(fan_in: int):
@@ -79,7 +83,7 @@ class ConvReg(nn.Module):
     elif kind == 'transpose':
       # torch padding p corresponds to flax padding k - 1 - p on each side.
       x = nn.ConvTranspose(self.t_channels, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           kernel_init=torch_kernel_init,
+                           kernel_init=torch_transpose_kernel_init,
                            bias_init=torch_bias_init(16 * self.t_channels), name='conv')(x)
     else:
       kh = 1 + self.s_hw[0] - self.t_hw[0]
@@ -109,7 +113,8 @@ class Paraphraser(nn.Module):
     c, kc = self.channels, int(self.channels * self.rate)
     self.enc = [_conv(o, 3, 9 * i, pad=1, name=f'enc{j}')
                 for j, (i, o) in enumerate(((c, c), (c, kc), (kc, kc)))]
-    self.dec = [nn.ConvTranspose(o, (3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_kernel_init,
+    self.dec = [nn.ConvTranspose(o, (3, 3), padding=((1, 1), (1, 1)),
+                                 kernel_init=torch_transpose_kernel_init,
                                  bias_init=torch_bias_init(9 * o), name=f'dec{j}')
                 for j, (i, o) in enumerate(((kc, kc), (kc, c), (c, c)))]
     if self.use_bn:
