@@ -68,14 +68,12 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
     cfg.teacher.arch = teacher_arch
   bs = cfg.optim.batch_size
   dataset = synthetic_dataset(cfg, pool=4 * bs)
-  teacher = _teacher(cfg, dataset)
-  with cfg.unlocked():
-    cfg.teacher.checkpoint = cfg.teacher.checkpoint if teacher is None else ''
-  setup = setup_lib.build(cfg, dataset=dataset, teacher=teacher)
+  # A given teacher replaces the config's checkpoint in build().
+  setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
   variables = setup_lib.init_variables(setup)
-  tx, _, _ = loop._tx_for_stage(setup, 0, variables['params'])
+  tx, _ = loop._tx_for_stage(setup, 0, variables['params'])
   repl = setup_lib.replicated(setup.mesh)
-  state = jax.device_put({**variables, 'opt': tx.init(variables['params'])}, repl)
+  state = loop.fresh_state(setup, variables)
   batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
                                        steps_per_epoch=setup.steps_per_epoch)
   train_step = loop.compile_stage(setup, 0, tx, batch_fn)

@@ -32,8 +32,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _tx_for_stage(setup, stage_idx, params):
+  """(optimizer, lr schedule) of one stage; aux modules of other stages stay frozen."""
   st = setup.stages[stage_idx]
-  start, end = setup.stage_bounds[stage_idx]
   schedule = optim.learning_rate(st.optim, setup.steps_per_epoch, st.epochs)
   active = [t.name for t in setup.stage_terms[stage_idx] if t.name in params['aux']]
   trainable = list(st.trainable)
@@ -43,7 +43,7 @@ def _tx_for_stage(setup, stage_idx, params):
   no_decay = [f'aux/{t.name}/' for t in setup.stage_terms[stage_idx] if not t.aux_weight_decay]
   tx = optim.make_tx(st.optim, schedule, params, trainable=trainable, no_decay_prefixes=no_decay,
                      update_groups=tuple(st.distill.update_groups))
-  return tx, schedule, start
+  return tx, schedule
 
 
 def _restore(setup, ckpt, variables):
@@ -57,7 +57,7 @@ def _restore(setup, ckpt, variables):
   if not steps:
     return None
   repl = setup_lib.replicated(setup.mesh)
-  tx, _, _ = _tx_for_stage(setup, setup.stage_of(steps[-1]), variables['params'])
+  tx, _ = _tx_for_stage(setup, setup.stage_of(steps[-1]), variables['params'])
   abstract = jax.eval_shape(lambda v: {**v, 'opt': tx.init(v['params'])}, variables)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
   return ckpt.restore_latest(abstract)
@@ -82,8 +82,11 @@ def compile_stage(setup, stage_idx, tx, batch_fn):
   return jax.jit(fn, donate_argnums=(0,), out_shardings=(repl, repl))
 
 
-def _shard_state(setup, state):
-  return jax.device_put(state, setup_lib.replicated(setup.mesh))
+def fresh_state(setup, variables):
+  """A replicated train state from `init_variables`, with the first stage's optimizer."""
+  tx, _ = _tx_for_stage(setup, 0, variables['params'])
+  return jax.device_put({**variables, 'opt': tx.init(variables['params'])},
+                        setup_lib.replicated(setup.mesh))
 
 
 class Evaluator:
@@ -175,9 +178,7 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
   variables = setup_lib.init_variables(setup)
   restored = _restore(setup, ckpt, variables)
   if restored is None:
-    stage_idx = 0
-    tx, _, _ = _tx_for_stage(setup, 0, variables['params'])
-    state = _shard_state(setup, {**variables, 'opt': tx.init(variables['params'])})
+    state = fresh_state(setup, variables)
     history = writer.truncate_after(-1)
   else:
     restored_step, state = restored
@@ -204,19 +205,17 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
       start, end = setup.stage_bounds[stage_idx]
       if step >= end:
         continue
-      tx, schedule, _ = _tx_for_stage(setup, stage_idx, state['params'])
+      tx, schedule = _tx_for_stage(setup, stage_idx, state['params'])
       terms = setup.stage_terms[stage_idx]
       batch_size = st.optim.batch_size
       if ds.in_memory:
         batch_fn = inputs.in_memory_batch_fn(ds, cfg.data, seed=cfg.seed, batch_size=batch_size,
                                              steps_per_epoch=spe)
-      else:
-        batch_fn = inputs.streamed_batch_fn(ds)
-      train_step = compile_stage(setup, stage_idx, tx, batch_fn)
-      if ds.in_memory:
         data_iter = None
       else:
+        batch_fn = inputs.streamed_batch_fn(ds)
         data_iter = iter(ds.train_stream(cfg.seed, step, batch_size))
+      train_step = compile_stage(setup, stage_idx, tx, batch_fn)
       pending = []
       bar = _progress(cfg, stage_idx, st, start, end, step)
       # Throughput counts only steady-state steps: the clock starts after the
@@ -264,7 +263,7 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
         if step == end and stage_idx + 1 < len(setup.stages):
           # Save the next stage's fresh optimizer state so a checkpoint at a
           # boundary always matches the stage that runs its step.
-          ntx, _, _ = _tx_for_stage(setup, stage_idx + 1, state['params'])
+          ntx, _ = _tx_for_stage(setup, stage_idx + 1, state['params'])
           state = {**state, 'opt': jax.jit(ntx.init, out_shardings=repl)(state['params'])}
         if (epoch_end and round(epochs_done) % cfg.checkpoint_every_epochs == 0) or step == end:
           ckpt.save(step, state)
@@ -321,20 +320,24 @@ def _results(cfg, setup, history, final_eval, wall, images_per_sec) -> dict[str,
   }
 
 
-def evaluate_workdir(workdir: str) -> dict[str, Any]:
-  """Re-evaluates the newest readable checkpoint of a run; writes eval.json."""
+def _restore_workdir(workdir: str):
+  """(cfg, setup, step, state) of a finished or interrupted run's newest checkpoint."""
   cfg_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f'{workdir!r} is not a kdjax workdir (no config.json).')
   cfg = config_lib.from_json(cfg_path)
   setup = setup_lib.build(cfg)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
-  variables = setup_lib.init_variables(setup)
-  restored = _restore(setup, ckpt, variables)
+  restored = _restore(setup, ckpt, setup_lib.init_variables(setup))
   ckpt.close()
   if restored is None:
     raise FileNotFoundError(f'no readable checkpoint in {workdir}/checkpoints.')
-  step, state = restored
+  return (cfg, setup) + tuple(restored)
+
+
+def evaluate_workdir(workdir: str) -> dict[str, Any]:
+  """Re-evaluates the newest readable checkpoint of a run; writes eval.json."""
+  _, setup, step, state = _restore_workdir(workdir)
   res = {'step': step, 'epoch': step / setup.steps_per_epoch, **Evaluator(setup)(state, final=True)}
   with open(os.path.join(workdir, 'eval.json'), 'w') as f:
     json.dump(res, f, indent=2)
@@ -349,17 +352,7 @@ def export_student(workdir: str, output: str) -> dict[str, Any]:
   (`output + '.json'`) names the architecture and the source run.
   """
   from flax import serialization
-  cfg_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f'{workdir!r} is not a kdjax workdir (no config.json).')
-  cfg = config_lib.from_json(cfg_path)
-  setup = setup_lib.build(cfg)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
-  restored = _restore(setup, ckpt, setup_lib.init_variables(setup))
-  ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(f'no readable checkpoint in {workdir}/checkpoints.')
-  step, state = restored
+  cfg, setup, step, state = _restore_workdir(workdir)
   student = jax.device_get({'params': state['params']['student'], 'batch_stats': state['batch_stats']})
   with open(output, 'wb') as f:
     f.write(serialization.to_bytes(student))
