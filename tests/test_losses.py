@@ -15,6 +15,16 @@ import numpy as np
 import pytest
 
 from kdjax import losses
+from kdjax.distill.methods import at as at_lib
+from kdjax.distill.methods import cc as cc_lib
+from kdjax.distill.methods import dkd as dkd_lib
+from kdjax.distill.methods import fsp as fsp_lib
+from kdjax.distill.methods import nst as nst_lib
+from kdjax.distill.methods import pkt as pkt_lib
+from kdjax.distill.methods import rkd as rkd_lib
+from kdjax.distill.methods import sp as sp_lib
+from kdjax.distill.methods import tfkd as tfkd_lib
+from kdjax.distill.methods import wsld as wsld_lib
 
 RTOL = 2e-5
 ATOL = 1e-6
@@ -270,29 +280,29 @@ def probs_inputs(n, seed=0):
 CASES = {
     'kd': (lambda s, t, y: losses.kd(s, t, temperature=4.0), logits_inputs,
            lambda s, t, y: np_kd(s, t, 4.0)),
-    'dkd': (lambda s, t, y: losses.dkd(s, t, y, alpha=1.0, beta=8.0, temperature=4.0),
+    'dkd': (lambda s, t, y: dkd_lib.dkd(s, t, y, alpha=1.0, beta=8.0, temperature=4.0),
             logits_inputs, lambda s, t, y: np_dkd(s, t, y, 1.0, 8.0, 4.0)),
-    'wsld': (lambda s, t, y: losses.wsld(s, t, y, temperature=2.0), logits_inputs,
+    'wsld': (lambda s, t, y: wsld_lib.wsld(s, t, y, temperature=2.0), logits_inputs,
              lambda s, t, y: np_wsld(s, t, y, 2.0)[1]),
     'soft_cross_entropy': (lambda s, t, y: losses.soft_cross_entropy(s, t, temperature=3.0),
                            probs_inputs, lambda s, t, y: np_soft_ce(s, t, 3.0)),
-    'attention': (lambda s, t, y: losses.attention(s, t), maps_inputs,
+    'attention': (lambda s, t, y: at_lib.attention(s, t), maps_inputs,
                   lambda s, t, y: np_at(s, t)),
-    'nst': (lambda s, t, y: losses.nst(s, t), maps_inputs, lambda s, t, y: np_nst(s, t)),
-    'fsp': (lambda s, t, y: losses.fsp(s, t), fsp_inputs, lambda s, t, y: np_fsp(s, t)),
-    'similarity_preserving': (lambda s, t, y: losses.similarity_preserving(s, t), maps_inputs,
+    'nst': (lambda s, t, y: nst_lib.nst(s, t), maps_inputs, lambda s, t, y: np_nst(s, t)),
+    'fsp': (lambda s, t, y: fsp_lib.fsp(s, t), fsp_inputs, lambda s, t, y: np_fsp(s, t)),
+    'similarity_preserving': (lambda s, t, y: sp_lib.similarity_preserving(s, t), maps_inputs,
                               lambda s, t, y: np_sp(s, t)),
-    'rkd': (lambda s, t, y: losses.rkd(s, t), emb_inputs,
+    'rkd': (lambda s, t, y: rkd_lib.rkd(s, t), emb_inputs,
             lambda s, t, y: float(np.dot([25.0, 50.0], np_rkd_parts(s, t)))),
-    'rkd_distance': (lambda s, t, y: losses.rkd_distance(s, t), emb_inputs,
+    'rkd_distance': (lambda s, t, y: rkd_lib.rkd_distance(s, t), emb_inputs,
                      lambda s, t, y: np_rkd_parts(s, t)[0]),
-    'rkd_angle': (lambda s, t, y: losses.rkd_angle(s, t), emb_inputs,
+    'rkd_angle': (lambda s, t, y: rkd_lib.rkd_angle(s, t), emb_inputs,
                   lambda s, t, y: np_rkd_parts(s, t)[1]),
-    'pkt': (lambda s, t, y: losses.pkt(s, t), emb_inputs, lambda s, t, y: np_pkt(s, t)),
-    'correlation_congruence': (lambda s, t, y: losses.correlation_congruence(s, t),
+    'pkt': (lambda s, t, y: pkt_lib.pkt(s, t), emb_inputs, lambda s, t, y: np_pkt(s, t)),
+    'correlation_congruence': (lambda s, t, y: cc_lib.correlation_congruence(s, t),
                                functools.partial(emb_inputs, same_dim=True),
                                lambda s, t, y: np_cc(s, t)),
-    'correlation_congruence_rbf': (lambda s, t, y: losses.correlation_congruence_rbf(s, t),
+    'correlation_congruence_rbf': (lambda s, t, y: cc_lib.correlation_congruence_rbf(s, t),
                                    emb_inputs, lambda s, t, y: np_cc_rbf(s, t)),
 }
 # Losses whose value at student == teacher is 0 (the others are entropies).
@@ -342,7 +352,7 @@ def test_soft_cross_entropy_minimal_at_target():
 def test_wsld_at_student_equals_teacher():
   """Equal logits give ratio 1, w = 1 - 1/e, and the loss is tau^2 w H(p_t^tau)."""
   _, t, y = logits_inputs(4)
-  got = losses.wsld(*_jnp((t, t, y)), temperature=2.0)
+  got = wsld_lib.wsld(*_jnp((t, t, y)), temperature=2.0)
   pt = np_softmax(np.float64(t) / 2.0)
   want = 4.0 * (1 - math.exp(-1)) * -(pt * np.log(pt)).sum(1).mean()
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
@@ -419,7 +429,7 @@ def test_embedding_losses_invariant_to_global_scale(loss):
 
 def test_losses_sum_over_layers():
   s, t, _ = maps_inputs(3)
-  for fn in (losses.attention, losses.nst, losses.similarity_preserving):
+  for fn in (at_lib.attention, nst_lib.nst, sp_lib.similarity_preserving):
     fn = jax.jit(fn)
     whole = fn(_jnp(s), _jnp(t))
     parts = sum(fn(_jnp([a]), _jnp([b])) for a, b in zip(s, t))
@@ -443,7 +453,7 @@ def test_adaptive_pool_matches_torch_bins():
 
 @pytest.mark.parametrize('loss', ['attention', 'nst'])
 def test_spatial_mismatch_pools_the_teacher(loss):
-  fn = getattr(losses, loss)
+  fn = {'attention': at_lib.attention, 'nst': nst_lib.nst}[loss]
   s = [rand(0, 2, 4, 4, 3)]
   t = [rand(1, 2, 8, 8, 5)]
   t_pooled = [t[0].reshape(2, 4, 2, 4, 2, 5).mean((2, 4))]
@@ -459,17 +469,17 @@ def test_spatial_mismatch_pools_the_teacher(loss):
 def test_fsp_pools_within_a_pair_and_weights_pairs():
   s, t, _ = fsp_inputs(3)
   w = [1.0, 3.0]
-  np.testing.assert_allclose(float(losses.fsp(_jnp(s), _jnp(t), pair_weights=w)),
+  np.testing.assert_allclose(float(fsp_lib.fsp(_jnp(s), _jnp(t), pair_weights=w)),
                              np_fsp(s, t, w), rtol=RTOL, atol=ATOL)
   with pytest.raises(ValueError, match='pair_weights'):
-    losses.fsp(_jnp(s), _jnp(t), pair_weights=[1.0])
+    fsp_lib.fsp(_jnp(s), _jnp(t), pair_weights=[1.0])
 
 
 def test_fsp_rejects_channel_mismatch():
   s, t, _ = fsp_inputs(2)
   t = [t[0], rand(9, 2, 4, 4, 7), t[2]]
   with pytest.raises(ValueError, match='channel'):
-    losses.fsp(_jnp(s), _jnp(t))
+    fsp_lib.fsp(_jnp(s), _jnp(t))
 
 
 # ----------------------------------------------------------------------------
@@ -479,8 +489,8 @@ def test_dkd_parts():
   """alpha/beta split: TCKD alone and NCKD alone match the reference parts."""
   s, t, y = logits_inputs(4)
   args = _jnp((s, t, y))
-  tckd = losses.dkd(*args, alpha=1.0, beta=0.0)
-  nckd = losses.dkd(*args, alpha=0.0, beta=1.0)
+  tckd = dkd_lib.dkd(*args, alpha=1.0, beta=0.0)
+  nckd = dkd_lib.dkd(*args, alpha=0.0, beta=1.0)
   np.testing.assert_allclose(float(tckd), np_dkd(s, t, y, 1.0, 0.0, 4.0), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(float(nckd), np_dkd(s, t, y, 0.0, 1.0, 4.0), rtol=RTOL, atol=ATOL)
 
@@ -490,7 +500,7 @@ def test_dkd_extreme_logits_finite():
   s = np.array([[200.0, -200.0, 0.0]], np.float32)
   t = np.array([[-200.0, 200.0, 0.0]], np.float32)
   y = np.array([1], np.int32)
-  v, g = jax.jit(jax.value_and_grad(functools.partial(losses.dkd, temperature=1.0)))(
+  v, g = jax.jit(jax.value_and_grad(functools.partial(dkd_lib.dkd, temperature=1.0)))(
       *_jnp((s, t, y)))
   assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g)))
 
@@ -498,7 +508,7 @@ def test_dkd_extreme_logits_finite():
 @pytest.mark.parametrize('paper_form', [False, True])
 def test_label_smoothing_kd(paper_form, variant):
   z, _, y = logits_inputs(4)
-  fn = variant(functools.partial(losses.label_smoothing_kd, num_classes=K,
+  fn = variant(functools.partial(tfkd_lib.label_smoothing_kd, num_classes=K,
                                  paper_form=paper_form))
   got = fn(jnp.asarray(z), jnp.asarray(y))
   np.testing.assert_allclose(float(got), np_tfkd(z, y, K, 0.99, 20.0, 100.0, paper_form),
@@ -511,38 +521,38 @@ def test_label_smoothing_kd_zero_at_target_and_degenerate():
   teacher[np.arange(3), y] = 0.99
   target = np_softmax(teacher / 20.0)
   z = np.log(target).astype(np.float32)  # softmax(z) = target
-  assert abs(float(losses.label_smoothing_kd(jnp.asarray(z), jnp.asarray(y), K))) < 1e-5
+  assert abs(float(tfkd_lib.label_smoothing_kd(jnp.asarray(z), jnp.asarray(y), K))) < 1e-5
   value_and_grad = jax.jit(jax.value_and_grad(
-      functools.partial(losses.label_smoothing_kd, num_classes=K)))
+      functools.partial(tfkd_lib.label_smoothing_kd, num_classes=K)))
   for zz, yy in ((np.zeros((1, K), np.float32), y[:1]), (np.zeros((3, K), np.float32), y)):
     v, g = value_and_grad(jnp.asarray(zz), jnp.asarray(yy))
     assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g)))
   with pytest.raises(ValueError, match='num_classes'):
-    losses.label_smoothing_kd(jnp.asarray(z), jnp.asarray(y), K + 1)
+    tfkd_lib.label_smoothing_kd(jnp.asarray(z), jnp.asarray(y), K + 1)
 
 
 def test_wsld_weights():
   s, t, y = logits_inputs(6)
-  w = losses.weighted_soft_label_weights(*_jnp((s, t, y)))
+  w = wsld_lib.weighted_soft_label_weights(*_jnp((s, t, y)))
   np.testing.assert_allclose(np.asarray(w), np_wsld(s, t, y, 2.0)[0], rtol=1e-5, atol=1e-6)
   assert np.all((np.asarray(w) >= 0) & (np.asarray(w) < 1))
   # the weights carry no gradient
-  g = jax.grad(lambda a: losses.weighted_soft_label_weights(a, jnp.asarray(t),
+  g = jax.grad(lambda a: wsld_lib.weighted_soft_label_weights(a, jnp.asarray(t),
                                                             jnp.asarray(y)).sum())(jnp.asarray(s))
   assert np.all(np.asarray(g) == 0)
 
 
 def test_rkd_teacher_and_scale_handling():
   s, t, _ = emb_inputs(4)
-  d_only = losses.rkd(jnp.asarray(s), jnp.asarray(t), angle_weight=0.0)
-  np.testing.assert_allclose(float(d_only), 25.0 * float(losses.rkd_distance(jnp.asarray(s),
+  d_only = rkd_lib.rkd(jnp.asarray(s), jnp.asarray(t), angle_weight=0.0)
+  np.testing.assert_allclose(float(d_only), 25.0 * float(rkd_lib.rkd_distance(jnp.asarray(s),
                                                                               jnp.asarray(t))),
                              rtol=1e-6)
 
 
 def test_correlation_congruence_batch_of_one_is_zero():
   s, t, _ = emb_inputs(1, same_dim=True)
-  assert float(losses.correlation_congruence(jnp.asarray(s), jnp.asarray(t))) == 0.0
+  assert float(cc_lib.correlation_congruence(jnp.asarray(s), jnp.asarray(t))) == 0.0
 
 
 def test_shape_checks():
@@ -552,8 +562,8 @@ def test_shape_checks():
   with pytest.raises(AssertionError):
     losses.kd(jnp.asarray(s[0]), jnp.asarray(t[0]))
   with pytest.raises(AssertionError):
-    losses.rkd(jnp.asarray(rand(0, 4, 3)), jnp.asarray(rand(1, 5, 3)))
+    rkd_lib.rkd(jnp.asarray(rand(0, 4, 3)), jnp.asarray(rand(1, 5, 3)))
   with pytest.raises(TypeError, match='sequence'):
-    losses.attention(jnp.asarray(rand(0, 2, 4, 4, 3)), jnp.asarray(rand(0, 2, 4, 4, 3)))
+    at_lib.attention(jnp.asarray(rand(0, 2, 4, 4, 3)), jnp.asarray(rand(0, 2, 4, 4, 3)))
   with pytest.raises(ValueError, match='same non-zero number'):
-    losses.attention(_jnp([rand(0, 2, 4, 4, 3)]), [])
+    at_lib.attention(_jnp([rand(0, 2, 4, 4, 3)]), [])

@@ -16,9 +16,13 @@ import pytest
 
 from kdjax import models
 from kdjax.distill import api, modules
+from kdjax.distill.methods import ab as ab_lib
+from kdjax.distill.methods import crd as crd_lib
 from kdjax.distill.methods import fitnet as fitnet_lib
+from kdjax.distill.methods import ft as ft_lib
+from kdjax.distill.methods import ofd as ofd_lib
+from kdjax.distill.methods import vid as vid_lib
 from kdjax.distill.methods.ofd import teacher_margins
-from kdjax.losses import aux_losses as al
 
 RNG = np.random.RandomState(0)
 
@@ -61,7 +65,7 @@ def test_convreg_rejects_unmappable():
 
 
 def test_paraphraser_translator():
-  para = modules.Paraphraser(8, 0.5)
+  para = ft_lib.Paraphraser(8, 0.5)
   x = jnp.ones((2, 4, 4, 8))
   v, (factor, rec) = init_apply(para, x)
   assert factor.shape == (2, 4, 4, 4) and rec.shape == (2, 4, 4, 8)
@@ -69,16 +73,16 @@ def test_paraphraser_translator():
   dec = (9 * 4 * 4 + 4) + (9 * 4 * 8 + 8) + (9 * 8 * 8 + 8)
   assert n_params(v['params']) == enc + dec
   np.testing.assert_allclose(para.apply(v, x, method='encode'), factor)
-  tr = modules.Translator(4, use_bn=True)
+  tr = ft_lib.Translator(4, use_bn=True)
   v, y = init_apply(tr, jnp.ones((2, 4, 4, 6)))
   assert y.shape == (2, 4, 4, 4)
   assert n_params(v['params']) == (9 * 6 * 6 + 6) + (9 * 6 * 4 + 4) + (9 * 4 * 4 + 4) + 2 * (6 + 4 + 4)
-  v, _ = init_apply(modules.Translator(4, use_bn=False), jnp.ones((2, 4, 4, 6)))
+  v, _ = init_apply(ft_lib.Translator(4, use_bn=False), jnp.ones((2, 4, 4, 6)))
   assert 'batch_stats' not in v
 
 
 def test_vid_regressor():
-  m = modules.VIDRegressor(8, 8, init_var=5.0)
+  m = vid_lib.VIDRegressor(8, 8, init_var=5.0)
   v, (mu, var) = init_apply(m, jnp.ones((2, 4, 4, 6)))
   assert mu.shape == (2, 4, 4, 8) and var.shape == (8,)
   assert n_params(v['params']) == 6 * 8 + 8 * 8 + 8 * 8 + 8
@@ -86,7 +90,7 @@ def test_vid_regressor():
 
 
 def test_ofd_connector_and_embed():
-  m = modules.OFDConnector(8)
+  m = ofd_lib.OFDConnector(8)
   v, y = init_apply(m, jnp.ones((2, 4, 4, 6)))
   assert y.shape == (2, 4, 4, 8) and n_params(v['params']) == 6 * 8 + 16
   np.testing.assert_array_equal(v['params']['bn']['scale'], 1.0)
@@ -105,7 +109,7 @@ def test_ofd_connector_and_embed():
 
 def test_hint_and_ab_numpy():
   s, t = RNG.randn(2, 3, 3, 4), RNG.randn(2, 3, 3, 4)
-  np.testing.assert_allclose(al.hint_mse(s, t), np.mean((s - t) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(fitnet_lib.hint_mse(s, t), np.mean((s - t) ** 2), rtol=1e-5)
   m = 1.0
   ref = 0.0
   for a, b in zip(s.ravel(), t.ravel()):
@@ -113,13 +117,13 @@ def test_hint_and_ab_numpy():
       ref += (a + m) ** 2
     if a <= m and b > 0:
       ref += (a - m) ** 2
-  np.testing.assert_allclose(al.ab_layer(s, t, m), ref, rtol=1e-5)
+  np.testing.assert_allclose(ab_lib.ab_layer(s, t, m), ref, rtol=1e-5)
   s2 = RNG.randn(2, 2, 2, 4)
   t2 = RNG.randn(2, 2, 2, 4)
-  ref_total = (0.5 * ref + 1.0 * float(al.ab_layer(s2, t2, m))) / 2 / 1000 * 3
-  np.testing.assert_allclose(al.ab_loss([s, s2], [t, t2], m), ref_total, rtol=1e-5)
+  ref_total = (0.5 * ref + 1.0 * float(ab_lib.ab_layer(s2, t2, m))) / 2 / 1000 * 3
+  np.testing.assert_allclose(ab_lib.ab_loss([s, s2], [t, t2], m), ref_total, rtol=1e-5)
   # Zero where the definition implies it: s beyond the margin on the teacher's side.
-  assert float(al.ab_layer(np.where(t > 0, 1.5, -1.5), t, 1.0)) == 0.0
+  assert float(ab_lib.ab_layer(np.where(t > 0, 1.5, -1.5), t, 1.0)) == 0.0
 
 
 def _margin_ref(gamma, beta):
@@ -137,23 +141,23 @@ def _margin_ref(gamma, beta):
 def test_ofd_margin_and_partial_l2():
   gamma = np.array([1.0, 0.5, -2.0, 0.1, 0.3])
   beta = np.array([0.0, 1.0, -1.0, 1.0, -0.2])
-  np.testing.assert_allclose(al.ofd_margin(gamma, beta), _margin_ref(gamma, beta), rtol=1e-5)
-  assert abs(float(al.ofd_margin(np.array([0.1]), np.array([1.0]))[0]) + 0.3) < 1e-6  # -3 s
+  np.testing.assert_allclose(ofd_lib.ofd_margin(gamma, beta), _margin_ref(gamma, beta), rtol=1e-5)
+  assert abs(float(ofd_lib.ofd_margin(np.array([0.1]), np.array([1.0]))[0]) + 0.3) < 1e-6  # -3 s
   # N(0, 1): E[x | x < 0] = -sqrt(2 / pi)
-  np.testing.assert_allclose(al.ofd_margin(np.array([1.0]), np.array([0.0])),
+  np.testing.assert_allclose(ofd_lib.ofd_margin(np.array([1.0]), np.array([0.0])),
                              [-math.sqrt(2 / math.pi)], rtol=1e-5)
   margin = _margin_ref(gamma, beta).astype(np.float32)
   s, t = RNG.randn(2, 3, 3, 5), RNG.randn(2, 3, 3, 5)
   tp = np.maximum(t, margin)
   ref = np.sum((s - tp) ** 2 * ((s > tp) | (tp > 0)))
-  np.testing.assert_allclose(al.ofd_partial_l2(s, t, margin), ref, rtol=1e-5)
+  np.testing.assert_allclose(ofd_lib.ofd_partial_l2(s, t, margin), ref, rtol=1e-5)
   # Zero: s equals the target where t' > 0 and lies below t' elsewhere.
   s0 = np.where(tp > 0, tp, tp - 0.5)
-  assert float(al.ofd_partial_l2(s0, t, margin)) == 0.0
+  assert float(ofd_lib.ofd_partial_l2(s0, t, margin)) == 0.0
   # Stage weights 1/2^(n-i-1) and /N.
   s2, t2 = RNG.randn(2, 2, 2, 5), RNG.randn(2, 2, 2, 5)
-  l2 = float(al.ofd_partial_l2(s2, t2, margin))
-  np.testing.assert_allclose(al.ofd_loss([s, s2], [t, t2], [margin, margin]),
+  l2 = float(ofd_lib.ofd_partial_l2(s2, t2, margin))
+  np.testing.assert_allclose(ofd_lib.ofd_loss([s, s2], [t, t2], [margin, margin]),
                              (ref / 2 + l2) / 2, rtol=1e-5)
 
 
@@ -169,27 +173,27 @@ def test_vid_and_ft_numpy():
   mu, t = RNG.randn(2, 3, 3, 4), RNG.randn(2, 3, 3, 4)
   var = np.array([0.5, 1.0, 2.0, 5.0])
   ref = np.mean(0.5 * ((mu - t) ** 2 / var + np.log(var)))
-  np.testing.assert_allclose(al.vid_nll(mu, var, t), ref, rtol=1e-5)
+  np.testing.assert_allclose(vid_lib.vid_nll(mu, var, t), ref, rtol=1e-5)
   fs, ft = RNG.randn(2, 4, 4, 3), RNG.randn(2, 4, 4, 5)
 
   def at(f):
     a = np.mean(f ** 2, axis=-1).reshape(2, -1)
     return a / np.linalg.norm(a, axis=1, keepdims=True)
-  np.testing.assert_allclose(al.ft_factor_rd(fs, ft), np.mean(np.abs(at(fs) - at(ft))), rtol=1e-5)
+  np.testing.assert_allclose(ft_lib.ft_factor_rd(fs, ft), np.mean(np.abs(at(fs) - at(ft))), rtol=1e-5)
   # RD pools the larger map: 4x4 -> 2x2.
   ft_big = RNG.randn(2, 8, 8, 5)
   pooled = ft_big.reshape(2, 4, 2, 4, 2, 5).mean(axis=(2, 4))
-  np.testing.assert_allclose(al.ft_factor_rd(fs, ft_big), np.mean(np.abs(at(fs) - at(pooled))),
+  np.testing.assert_allclose(ft_lib.ft_factor_rd(fs, ft_big), np.mean(np.abs(at(fs) - at(pooled))),
                              rtol=1e-5)
   gs, gt = RNG.randn(2, 4, 4, 3), RNG.randn(2, 4, 4, 3)
 
   def nrm(f):
     f = f.reshape(2, -1)
     return f / np.linalg.norm(f, axis=1, keepdims=True)
-  np.testing.assert_allclose(al.ft_factor_official(gs, gt), np.mean(np.abs(nrm(gs) - nrm(gt))),
+  np.testing.assert_allclose(ft_lib.ft_factor_official(gs, gt), np.mean(np.abs(nrm(gs) - nrm(gt))),
                              rtol=1e-5)
-  np.testing.assert_allclose(al.ft_reconstruction(gs, gt, 'l1'), np.mean(np.abs(gs - gt)), rtol=1e-5)
-  np.testing.assert_allclose(al.ft_reconstruction(gs, gt, 'mse'), np.mean((gs - gt) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(ft_lib.ft_reconstruction(gs, gt, 'l1'), np.mean(np.abs(gs - gt)), rtol=1e-5)
+  np.testing.assert_allclose(ft_lib.ft_reconstruction(gs, gt, 'mse'), np.mean((gs - gt) ** 2), rtol=1e-5)
 
 
 def test_crd_nce_numpy():
@@ -199,14 +203,14 @@ def test_crd_nce_numpy():
   pn = m / n_data
   ref = -(np.sum(np.log(x[:, 0] / (x[:, 0] + pn + eps)))
           + np.sum(np.log(pn / (x[:, 1:] + pn + eps)))) / 3
-  np.testing.assert_allclose(al.crd_nce(jnp.asarray(x, jnp.float32), n_data), ref, rtol=1e-5)
+  np.testing.assert_allclose(crd_lib.crd_nce(jnp.asarray(x, jnp.float32), n_data), ref, rtol=1e-5)
 
 
 def test_crd_memory_update_rule():
   mem = jnp.asarray(RNG.randn(6, 4), jnp.float32)
   v = jnp.asarray(RNG.randn(2, 4), jnp.float32)
   idx = jnp.array([1, 4])
-  new = np.asarray(al.crd_memory_update(mem, idx, v, 0.5))
+  new = np.asarray(crd_lib.crd_memory_update(mem, idx, v, 0.5))
   for j, i in enumerate([1, 4]):
     row = 0.5 * np.asarray(mem[i]) + 0.5 * np.asarray(v[j])
     np.testing.assert_allclose(new[i], row / np.linalg.norm(row), rtol=1e-5)
@@ -216,10 +220,10 @@ def test_crd_memory_update_rule():
 
 def test_crd_negative_sampling():
   labels = np.array([0, 1, 2, 0, 1, 2, 2, 2, 1, 0, 3])
-  order, start, count = al.crd_class_table(labels, 4)
-  assert al.crd_max_negatives(labels, 4) == 11 - 4
+  order, start, count = crd_lib.crd_class_table(labels, 4)
+  assert crd_lib.crd_max_negatives(labels, 4) == 11 - 4
   anchors = jnp.array([0, 2, 3, 1])
-  neg = jax.jit(al.crd_sample_negatives, static_argnums=5)(
+  neg = jax.jit(crd_lib.crd_sample_negatives, static_argnums=5)(
       jax.random.key(3), anchors, jnp.asarray(order), jnp.asarray(start), jnp.asarray(count), 500)
   neg = np.asarray(neg)
   assert neg.shape == (4, 500) and neg.min() >= 0 and neg.max() < len(labels)
@@ -232,15 +236,15 @@ def test_crd_negative_sampling():
 def test_crd_negatives_from_label_bank():
   bank = jnp.array([0, 1, -1, 2, 0, -1, 1, 2, -1, 0])
   anchors = jnp.array([0, 1, 2])
-  idx, valid = al.crd_sample_negatives_seen(jax.random.key(0), anchors, bank, 300)
+  idx, valid = crd_lib.crd_sample_negatives_seen(jax.random.key(0), anchors, bank, 300)
   idx, valid = np.asarray(idx), np.asarray(valid)
   assert idx.shape == valid.shape == (3, 300) and valid.mean() > 0.9
   lab = np.asarray(bank)[idx]
   assert np.all(lab[valid] >= 0)
   assert not np.any((lab == np.asarray(anchors)[:, None]) & valid)
   x = jnp.full((3, 301), 1e-3)
-  full = al.crd_nce(x, 10)
-  masked = al.crd_nce(x, 10, mask=jnp.zeros((3, 300), bool))
+  full = crd_lib.crd_nce(x, 10)
+  masked = crd_lib.crd_nce(x, 10, mask=jnp.zeros((3, 300), bool))
   np.testing.assert_allclose(masked, -3 * np.log(1e-3 / (1e-3 + 30 + 1e-7)) / 3, rtol=1e-5)
   assert float(full) > float(masked)
 
@@ -258,9 +262,9 @@ def test_crd_without_train_labels_keeps_a_label_bank():
 
 def test_crd_normalizer_frozen_after_first_call():
   scores = jnp.array([[1.0, 2.0], [3.0, 4.0]])
-  z = al.crd_normalizer(jnp.array(-1.0), scores, 10)
+  z = crd_lib.crd_normalizer(jnp.array(-1.0), scores, 10)
   np.testing.assert_allclose(z, 25.0)
-  np.testing.assert_allclose(al.crd_normalizer(z, scores * 7, 10), 25.0)
+  np.testing.assert_allclose(crd_lib.crd_normalizer(z, scores * 7, 10), 25.0)
 
 
 # ----------------------------------------------------------------------------
@@ -409,7 +413,7 @@ def test_transposed_conv_init_uses_torch_fan_in():
   torch_bound, wrong_bound = 1 / math.sqrt(16 * c_out), 1 / math.sqrt(16 * c_in)
   assert k.max() <= torch_bound + 1e-7
   assert k.max() > 2 * wrong_bound  # ~U(+-torch_bound) over 4096 draws
-  para = modules.Paraphraser(32, 0.25)  # dec1: ConvTranspose 3x3, 8 -> 32
+  para = ft_lib.Paraphraser(32, 0.25)  # dec1: ConvTranspose 3x3, 8 -> 32
   v = para.init(jax.random.key(1), jnp.ones((1, 4, 4, 32)))
   k = np.abs(np.asarray(v['params']['dec1']['kernel']))
   assert k.max() <= 1 / math.sqrt(9 * 32) + 1e-7

@@ -1,4 +1,4 @@
-"""Tests of the parameter-free method registrations (kdjax.distill.methods.basic)."""
+"""Tests of the parameter-free method registrations (kd, dkd, tfkd_reg, wsld, at, nst, fsp, sp, rkd*, pkt)."""
 
 import dataclasses
 
@@ -9,7 +9,15 @@ import pytest
 
 from kdjax import distill
 from kdjax.distill import api
-from kdjax.distill.methods import basic  # noqa: F401  registers the methods
+from kdjax.distill.methods import at as at_lib
+from kdjax.distill.methods import kd as kd_lib
+from kdjax.distill.methods import dkd as dkd_lib
+from kdjax.distill.methods import fsp as fsp_lib
+from kdjax.distill.methods import nst as nst_lib
+from kdjax.distill.methods import pkt as pkt_lib
+from kdjax.distill.methods import rkd as rkd_lib
+from kdjax.distill.methods import sp as sp_lib
+from kdjax.distill.methods import wsld as wsld_lib
 
 BATCH = 4
 NUM_CLASSES = 10
@@ -72,7 +80,8 @@ def test_all_basic_methods_registered():
   registered = distill.registered_methods()
   for name in BASIC:
     assert name in registered, name
-    assert basic.__name__ in registered[name].builder.__module__
+    module = {'tfkd_reg': 'tfkd', 'rkd_d': 'rkd', 'rkd_a': 'rkd'}.get(name, name)
+    assert registered[name].builder.__module__ == f'kdjax.distill.methods.{module}'
 
 
 @pytest.mark.parametrize('method', BASIC)
@@ -95,17 +104,17 @@ def test_default_features():
   ctx = random_context(info)
   from kdjax import losses
   cases = {
-      'at': losses.attention([ctx.student[f'stage{i}'] for i in (1, 2, 3)],
+      'at': at_lib.attention([ctx.student[f'stage{i}'] for i in (1, 2, 3)],
                              [ctx.teacher[f'stage{i}'] for i in (1, 2, 3)]),
-      'nst': losses.nst([ctx.student[f'stage{i}'] for i in (1, 2, 3)],
+      'nst': nst_lib.nst([ctx.student[f'stage{i}'] for i in (1, 2, 3)],
                         [ctx.teacher[f'stage{i}'] for i in (1, 2, 3)]),
-      'sp': losses.similarity_preserving([ctx.student['stage3']], [ctx.teacher['stage3']]),
-      'pkt': losses.pkt(ctx.student['pooled'], ctx.teacher['pooled']),
-      'rkd': losses.rkd(ctx.student['pooled'], ctx.teacher['pooled']),
-      'rkd_d': losses.rkd_distance(ctx.student['pooled'], ctx.teacher['pooled']),
-      'rkd_a': losses.rkd_angle(ctx.student['pooled'], ctx.teacher['pooled']),
+      'sp': sp_lib.similarity_preserving([ctx.student['stage3']], [ctx.teacher['stage3']]),
+      'pkt': pkt_lib.pkt(ctx.student['pooled'], ctx.teacher['pooled']),
+      'rkd': rkd_lib.rkd(ctx.student['pooled'], ctx.teacher['pooled']),
+      'rkd_d': rkd_lib.rkd_distance(ctx.student['pooled'], ctx.teacher['pooled']),
+      'rkd_a': rkd_lib.rkd_angle(ctx.student['pooled'], ctx.teacher['pooled']),
       'kd': losses.kd(ctx.student['logits'], ctx.teacher['logits'], temperature=4.0),
-      'wsld': losses.wsld(ctx.student['logits'], ctx.teacher['logits'], ctx.labels,
+      'wsld': wsld_lib.wsld(ctx.student['logits'], ctx.teacher['logits'], ctx.labels,
                           temperature=2.0),
   }
   for method, want in cases.items():
@@ -115,7 +124,7 @@ def test_default_features():
   fctx = random_context(fsp_info)
   (term,) = distill.build_term({'method': 'fsp', 'pair_weights': [1, 3, 1]}, fsp_info)
   keys = ('stem', 'stage1', 'stage2', 'stage3')
-  want = losses.fsp([fctx.student[k] for k in keys], [fctx.teacher[k] for k in keys],
+  want = fsp_lib.fsp([fctx.student[k] for k in keys], [fctx.teacher[k] for k in keys],
                     pair_weights=[1, 3, 1])
   np.testing.assert_allclose(float(term.loss({}, fctx)[0]), float(want), rtol=1e-5)
 
@@ -123,7 +132,6 @@ def test_default_features():
 def test_feature_selection_by_name_or_list():
   info = make_info()
   ctx = random_context(info)
-  from kdjax import losses
   (one,) = distill.build_term({'method': 'at', 'student_features': 'stage3',
                                'teacher_features': 'stage3'}, info)
   (two,) = distill.build_term({'method': 'at', 'student_features': ['stage2', 'stage3'],
@@ -132,10 +140,10 @@ def test_feature_selection_by_name_or_list():
   assert two.name == 'at23'
   np.testing.assert_allclose(
       float(one.loss({}, ctx)[0]),
-      float(losses.attention([ctx.student['stage3']], [ctx.teacher['stage3']])), rtol=1e-5)
+      float(at_lib.attention([ctx.student['stage3']], [ctx.teacher['stage3']])), rtol=1e-5)
   np.testing.assert_allclose(
       float(two.loss({}, ctx)[0]),
-      float(losses.attention([ctx.student['stage2'], ctx.student['stage3']],
+      float(at_lib.attention([ctx.student['stage2'], ctx.student['stage3']],
                              [ctx.teacher['stage2'], ctx.teacher['stage3']])), rtol=1e-5)
   # A mismatched student/teacher spatial pair is pooled (stage1 32x32 vs stage3 8x8).
   (mixed,) = distill.build_term({'method': 'nst', 'student_features': 'stage1',
@@ -204,9 +212,8 @@ def test_teacher_free_and_teacher_required():
 def test_dkd_warmup_follows_progress():
   info = make_info()
   (term,) = distill.build_term({'method': 'dkd'}, info)
-  from kdjax import losses
   ctx = random_context(info)
-  full = float(losses.dkd(ctx.student['logits'], ctx.teacher['logits'], ctx.labels))
+  full = float(dkd_lib.dkd(ctx.student['logits'], ctx.teacher['logits'], ctx.labels))
   loss_fn = jit_loss(term, ctx)
   for progress, ramp in ((0.0, 1 / 20), (0.5, 1 / 20), (4.2, 5 / 20), (19.0, 1.0),
                          (50.0, 1.0)):
@@ -243,4 +250,4 @@ def test_gradient_reaches_student_only():
 def test_duplicate_registration_raises():
   with pytest.raises(ValueError, match='already registered'):
     api.register_method('kd', family='logits', paper='dup')(lambda info: None)
-  assert distill.get_method('kd').builder is basic.build_kd
+  assert distill.get_method('kd').builder is kd_lib.build_kd

@@ -1,6 +1,7 @@
 """Model zoo: exact parameter counts, feature names/shapes, BN, stochastic depth, registry."""
 
 import functools
+import re
 
 import chex
 import jax
@@ -128,6 +129,101 @@ def test_feature_names_and_shapes(name):
     assert isinstance(model.num_blocks, int) and model.num_blocks > 0
   else:
     assert not hasattr(model, 'num_blocks')
+  _check_spec(name, model, var, feats, n_stages)
+
+
+def _param_paths(params):
+  return ['/'.join(str(getattr(k, 'key', k)) for k in path)
+          for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _matched(regexes, paths):
+  return {p for p in paths if any(re.match(r, p) for r in regexes)}
+
+
+def _check_spec(name, model, var, feats, n_stages):
+  """model.spec() agrees with the traced model: names, stages, blocks, BN paths, layouts."""
+  spec = model.spec()
+  assert spec.arch == name
+  assert set(spec.feature_names) == set(feats) - {'logits'}
+  assert len(spec.feature_names) == len(set(spec.feature_names))
+  assert spec.num_stages == n_stages
+  assert spec.num_blocks == getattr(model, 'num_blocks', 0)
+  assert spec.has_forward_from == hasattr(model, 'forward_from')
+  # stage_k's BN map: every listed path exists with one scale per channel of its feature.
+  expected_bn = {} if name == 'shufflenetv2' else model.bn_before_relu()
+  assert dict(spec.bn_before_relu) == expected_bn
+  for feat_name, path in spec.bn_before_relu.items():
+    assert _get(var['params'], path)['scale'].shape == (feats[feat_name].shape[-1],)
+  # params_up_to grows with k, every match is a real param, head is never in a stage.
+  paths = _param_paths(var['params'])
+  prev = set()
+  for k in range(n_stages + 1):
+    cur = _matched(spec.params_up_to(k), paths)
+    assert prev < cur, (k, cur - prev)
+    prev = cur
+  assert not any(p.startswith('head/') for p in prev)
+  with pytest.raises(ValueError, match='stage must be in'):
+    spec.params_up_to(n_stages + 1)
+  if spec.num_blocks:
+    x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+    jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks,))), var, x)
+    with pytest.raises(ValueError, match=f'shape \\({spec.num_blocks},\\)'):
+      jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks + 1,))),
+                     var, x)
+
+
+def _stage_grads(name, size=16, num_classes=10):
+  """{param path: [num_stages + 1] bool}, True where d(r . stage_k)/d(param) != 0 (eval mode)."""
+  model = models.create(name, num_classes)
+  spec = model.spec()
+  x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
+  var = model.init(jax.random.key(0), x, train=False)
+  keys = ['stem'] + [f'stage{k}' for k in range(1, spec.num_stages + 1)]
+
+  @jax.jit
+  def grads(params):
+    def losses(p):
+      _, f = model.apply({**var, 'params': p}, x, train=False)
+      # A random weighting, so no symmetry can cancel a real dependence.
+      return jnp.stack([jnp.sum(f[k] * jax.random.normal(jax.random.key(i), f[k].shape))
+                        for i, k in enumerate(keys)])
+    return jax.jacrev(losses)(params)
+
+  g = grads(var['params'])
+  flat = jax.tree_util.tree_flatten_with_path(g)[0]
+  return spec, {'/'.join(str(getattr(k, 'key', k)) for k in path):
+                np.asarray(jnp.any(leaf.reshape(leaf.shape[0], -1) != 0, axis=1)) for path, leaf in flat}
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'wrn_10_2', 'vgg8', 'mobilenetv2', 'shufflenetv1'])
+def test_params_up_to_matches_the_gradient_support(name):
+  """params_up_to(k) is exactly the set of params with a nonzero gradient of stage_k."""
+  spec, nonzero = _stage_grads(name)
+  for k in range(spec.num_stages + 1):
+    influencing = {p for p, nz in nonzero.items() if nz[k]}
+    assert _matched(spec.params_up_to(k), list(nonzero)) == influencing, k
+
+
+def test_spec_one_and_cohort():
+  from kdjax.models.cohort import Cohort
+  x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+  for model in (models.create('one_resnet8', 10), models.create('one_wrn_10_1', 10),
+                Cohort((models.create('resnet8', 10), models.create('vgg8', 10)))):
+    var = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    _, feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), var, x)
+    spec = model.spec()
+    assert set(spec.feature_names) == set(feats) - {'logits'}
+    assert spec.num_stages == 3 and spec.num_blocks == 0
+    paths = _param_paths(var['params'])
+    for feat_name, path in spec.bn_before_relu.items():
+      assert _get(var['params'], path)['scale'].shape == (feats[feat_name].shape[-1],)
+    top = _matched(spec.params_up_to(3), paths)
+    assert top and not any('head' in p or 'gate' in p for p in top)
+  assert spec.arch == 'cohort(resnet8,vgg8)'
+  assert '^member1/block0_(conv|bn)\\d+/' in spec.params_up_to(0)
+  assert set(spec.bn_before_relu) == ({f'member0/stage{k}_preact' for k in (1, 2, 3)}
+                                    | {f'member1/stage{k}_preact' for k in (1, 2, 3, 4)})
 
 
 def _get_paths(tree, prefix=()):

@@ -23,10 +23,13 @@ import pytest
 from kdjax import config as config_lib
 from kdjax import distill, models, seed002
 from kdjax.distill import api
-from kdjax.losses import online as ol
 from kdjax.models.cohort import Cohort
 from kdjax.models.one import create_one
 from kdjax.train import optim as optim_lib, step as step_lib
+from kdjax.distill.methods import bss as bss_lib
+from kdjax.distill.methods import dml as dml_lib
+from kdjax.distill.methods import one as one_lib
+from kdjax.distill.methods import tfkd as tfkd_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +62,7 @@ def np_ce(z, y):
 def test_dml_loss_matches_numpy(tau, tau_sq, reduction):
   zs = [rand(i, 5, 7, scale=2.0) for i in range(3)]
   y = np.array([0, 3, 6, 2, 2])
-  value, metrics = ol.dml_loss([jnp.asarray(z) for z in zs], jnp.asarray(y), temperature=tau,
+  value, metrics = dml_lib.dml_loss([jnp.asarray(z) for z in zs], jnp.asarray(y), temperature=tau,
                                tau_squared=tau_sq, reduction=reduction)
   c = (0.5 if reduction == 'mean' else 1.0) * (tau ** 2 if tau_sq else 1.0)
   want = 0.0
@@ -79,7 +82,7 @@ def test_dml_gradient_is_each_members_own_loss():
   """d(sum_i L_i)/dz_0 = (p_0 - y)/N + 1/(M-1) sum_j (p_0 - p_j)/N: peers are constants."""
   zs = [rand(10 + i, 4, 5) for i in range(3)]
   y = np.array([1, 0, 4, 2])
-  g = jax.grad(lambda z0: ol.dml_loss([z0] + [jnp.asarray(z) for z in zs[1:]], jnp.asarray(y))[0])(
+  g = jax.grad(lambda z0: dml_lib.dml_loss([z0] + [jnp.asarray(z) for z in zs[1:]], jnp.asarray(y))[0])(
       jnp.asarray(zs[0]))
   p = [np_softmax(z) for z in zs]
   onehot = np.eye(5)[y]
@@ -145,7 +148,7 @@ def test_dml_alternating_update_through_step_uses_updated_first_network():
   def loss(params):
     (_, f), _ = student.apply({'params': params, 'batch_stats': v['batch_stats']}, x, train=True,
                               mutable=['batch_stats'])
-    return ol.dml_loss([f['member0/logits'], f['member1/logits']], y, temperature=2.0,
+    return dml_lib.dml_loss([f['member0/logits'], f['member1/logits']], y, temperature=2.0,
                        tau_squared=True)[0]
 
   p0 = v['params']
@@ -189,33 +192,33 @@ def test_one_loss_matches_numpy():
   zb = [rand(20 + i, 4, 6, scale=2.0) for i in range(3)]
   ze = rand(30, 4, 6, scale=2.0)
   y = np.array([5, 0, 1, 1])
-  value, metrics = ol.one_loss([jnp.asarray(z) for z in zb], jnp.asarray(ze), jnp.asarray(y),
+  value, metrics = one_lib.one_loss([jnp.asarray(z) for z in zb], jnp.asarray(ze), jnp.asarray(y),
                                kl_weight=w, temperature=tau)
   q = np_softmax(ze / tau) + 1e-7
   kl = sum(tau ** 2 * np.sum(q * (np.log(q) - np_log_softmax(z / tau))) / 4 for z in zb)
   ce = sum(np_ce(z, y) for z in zb) + np_ce(ze, y)
   np.testing.assert_allclose(metrics['kl'], kl, rtol=1e-5)
   np.testing.assert_allclose(value, ce + w * kl, rtol=1e-5)
-  v2, _ = ol.one_loss([jnp.asarray(z) for z in zb], jnp.asarray(ze), jnp.asarray(y),
+  v2, _ = one_lib.one_loss([jnp.asarray(z) for z in zb], jnp.asarray(ze), jnp.asarray(y),
                       kl_weight=w, temperature=tau, ensemble_ce=False)
   np.testing.assert_allclose(v2, ce - np_ce(ze, y) + w * kl, rtol=1e-5)
 
 
 def test_one_kl_gives_no_gradient_to_the_ensemble_logits():
   zb, ze = jnp.asarray(rand(1, 3, 5)), jnp.asarray(rand(2, 3, 5))
-  g_e = jax.grad(lambda e: ol.one_kl(zb, e))(ze)
-  g_b = jax.grad(lambda b: ol.one_kl(b, ze))(zb)
+  g_e = jax.grad(lambda e: one_lib.one_kl(zb, e))(ze)
+  g_b = jax.grad(lambda b: one_lib.one_kl(b, ze))(zb)
   np.testing.assert_array_equal(g_e, 0.0)
   assert float(jnp.max(jnp.abs(g_b))) > 1e-3
 
 
 def test_one_rampup():
-  e = lambda p, **kw: float(ol.one_rampup(jnp.asarray(p, jnp.float32), 80.0, **kw))
+  e = lambda p, **kw: float(one_lib.one_rampup(jnp.asarray(p, jnp.float32), 80.0, **kw))
   assert e(0.0) == pytest.approx(np.exp(-5.0))
   assert e(40.7) == pytest.approx(np.exp(-5.0 * 0.5 ** 2))   # per epoch: floor(40.7) = 40
   assert e(40.7, per_epoch=False) == pytest.approx(np.exp(-5.0 * (1 - 40.7 / 80) ** 2))
   assert e(80.0) == pytest.approx(1.0) and e(250.0) == pytest.approx(1.0)
-  assert float(ol.one_rampup(jnp.asarray(3.0), 0.0)) == 1.0
+  assert float(one_lib.one_rampup(jnp.asarray(3.0), 0.0)) == 1.0
 
 
 @pytest.fixture(scope='module')
@@ -250,7 +253,7 @@ def test_one_kl_does_not_train_gate_or_ensemble(one_net):
 
   def kl_part(params):
     (_, f), _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return sum(ol.one_kl(f[f'branch{i}/logits'], f['ensemble/logits']) for i in range(3))
+    return sum(one_lib.one_kl(f[f'branch{i}/logits'], f['ensemble/logits']) for i in range(3))
 
   g = jax.jit(jax.grad(kl_part))(v['params'])
   for name in ('gate_fc', 'gate_bn'):
@@ -261,7 +264,7 @@ def test_one_kl_does_not_train_gate_or_ensemble(one_net):
 
   def ce_part(params):
     (_, f), _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return ol._ce(f['ensemble/logits'], jnp.arange(4))
+    return dml_lib._ce(f['ensemble/logits'], jnp.arange(4))
   g_ce = jax.jit(jax.grad(ce_part))(v['params'])
   assert float(jnp.max(jnp.abs(g_ce['gate_fc']['kernel']))) > 0   # the gate learns from CE(z_e)
 
@@ -305,7 +308,7 @@ def test_one_term_through_builder(one_net):
                             labels=jnp.arange(4), progress=jnp.asarray(10.5))
   value, metrics, _ = t.loss({}, ctx)
   np.testing.assert_allclose(metrics['rampup'], np.exp(-5 * (1 - 10 / 80) ** 2), rtol=1e-6)
-  want, _ = ol.one_loss([f[f'branch{i}/logits'] for i in range(3)], f['ensemble/logits'],
+  want, _ = one_lib.one_loss([f[f'branch{i}/logits'] for i in range(3)], f['ensemble/logits'],
                         jnp.arange(4), kl_weight=metrics['rampup'], temperature=3.0)
   np.testing.assert_allclose(value, want, rtol=1e-6)
   with pytest.raises(ValueError, match='ONE student'):
@@ -318,7 +321,7 @@ def test_one_term_through_builder(one_net):
 def test_tfkd_self_reduction_hand_checked():
   zs, zt = rand(5, 3, 4, scale=3.0), rand(6, 3, 4, scale=3.0)
   tau, m = 6.0, 50.0
-  got = ol.tfkd_self(jnp.asarray(zs), jnp.asarray(zt), temperature=tau, multiplier=m)
+  got = tfkd_lib.tfkd_self(jnp.asarray(zs), jnp.asarray(zt), temperature=tau, multiplier=m)
   q, log_p = np_softmax(zt / tau), np_log_softmax(zs / tau)
   elementwise = q * (np.log(q) - log_p)            # PyTorch KLDivLoss, before reduction
   want = m * tau ** 2 * elementwise.sum() / (3 * 4)  # default 'mean' over N*K elements
@@ -328,7 +331,7 @@ def test_tfkd_self_reduction_hand_checked():
   kd = losses.kd(jnp.asarray(zs), jnp.asarray(zt), temperature=tau)
   np.testing.assert_allclose(got, m / 4 * kd, rtol=1e-5)
   # A tiny case by hand: K=2, identical teacher and student -> 0.
-  np.testing.assert_allclose(ol.tfkd_self(jnp.ones((1, 2)), jnp.ones((1, 2))), 0.0, atol=1e-7)
+  np.testing.assert_allclose(tfkd_lib.tfkd_self(jnp.ones((1, 2)), jnp.ones((1, 2))), 0.0, atol=1e-7)
 
 
 def test_tfkd_self_builder_checks_architecture():
@@ -346,8 +349,8 @@ def test_tfkd_self_builder_checks_architecture():
 # BSS
 
 def test_bss_schedules():
-  r = lambda e: float(ol.bss_ratio(jnp.asarray(e, jnp.float32), 200.0))
-  ra = lambda e: float(ol.bss_attack_ratio(jnp.asarray(e, jnp.float32), 200.0))
+  r = lambda e: float(bss_lib.bss_ratio(jnp.asarray(e, jnp.float32), 200.0))
+  ra = lambda e: float(bss_lib.bss_attack_ratio(jnp.asarray(e, jnp.float32), 200.0))
   assert r(0) == pytest.approx(4.0) and r(100) == pytest.approx(2.5) and r(200) == pytest.approx(1.0)
   assert ra(0) == pytest.approx(2.0) and ra(75) == pytest.approx(1.0)
   assert ra(150) == pytest.approx(0.0) and ra(190) == 0.0
@@ -357,11 +360,11 @@ def test_bss_soft_ce_matches_numpy():
   zs, zt = rand(7, 5, 4, scale=2.0), rand(8, 5, 4, scale=2.0)
   w = np.array([1, 0, 1, 1, 0], np.float32)
   rows = -np.sum(np_softmax(zt / 4.0) * np_log_softmax(zs / 4.0), -1)
-  np.testing.assert_allclose(ol.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt), temperature=4.0),
+  np.testing.assert_allclose(bss_lib.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt), temperature=4.0),
                              rows.mean(), rtol=1e-5)
-  np.testing.assert_allclose(ol.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt), temperature=4.0,
+  np.testing.assert_allclose(bss_lib.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt), temperature=4.0,
                                             weights=jnp.asarray(w)), rows[w > 0].mean(), rtol=1e-5)
-  np.testing.assert_allclose(ol.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt),
+  np.testing.assert_allclose(bss_lib.bss_soft_ce(jnp.asarray(zs), jnp.asarray(zt),
                                             weights=jnp.zeros(5)), 0.0)
 
 
@@ -385,31 +388,31 @@ def test_select_base_samples_correct_for_both_and_top_k():
   score = diff.sum(-1) - diff[np.arange(n), labels]
   both = (pt.argmax(-1) == labels) & (ps.argmax(-1) == labels)
   assert both.sum() == 6
-  idx, valid = ol.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), k)
+  idx, valid = bss_lib.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), k)
   idx, valid = np.asarray(idx), np.asarray(valid)
   assert valid.all() and both[idx].all()
   want = np.argsort(-np.where(both, score, -np.inf))[:k]
   assert set(idx.tolist()) == set(want.tolist())
   # More slots than eligible samples: all eligible ones, the rest flagged invalid.
-  idx, valid = ol.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 9)
+  idx, valid = bss_lib.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 9)
   assert set(np.asarray(idx)[np.asarray(valid)].tolist()) == set(np.flatnonzero(both).tolist())
   # Official-code form: teacher-correct is enough.
-  idx, valid = ol.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 9,
+  idx, valid = bss_lib.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 9,
                                       require_student_correct=False)
   assert set(np.asarray(idx)[np.asarray(valid)].tolist()) == set(range(8))
   # Attack size larger than the batch.
-  idx, _ = ol.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 64)
+  idx, _ = bss_lib.select_base_samples(jnp.asarray(zt), jnp.asarray(zs), jnp.asarray(labels), 64)
   assert idx.shape == (n,)
 
 
 def test_sample_target_class_never_gt_and_proportional():
   zt = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
-  t = np.asarray(ol.sample_target_class(jax.random.key(0), jnp.asarray(np.repeat(zt, 20000, 0))))
+  t = np.asarray(bss_lib.sample_target_class(jax.random.key(0), jnp.asarray(np.repeat(zt, 20000, 0))))
   assert (t != 0).all()
   freq = np.bincount(t, minlength=4) / len(t)
   np.testing.assert_allclose(freq[1:], np.array([0.3, 0.15, 0.05]) / 0.5, atol=0.015)
   z = rand(9, 64, 10, scale=3.0)
-  t = np.asarray(ol.sample_target_class(jax.random.key(1), jnp.asarray(z)))
+  t = np.asarray(bss_lib.sample_target_class(jax.random.key(1), jnp.asarray(z)))
   assert (t != z.argmax(-1)).all() and ((t >= 0) & (t < 10)).all()
 
 
@@ -424,7 +427,7 @@ def test_bss_attack_one_step_hand_computed():
   gt = np.argmax(x @ w, -1)
   target = (gt + 1) % 3
   mask = np.array([True, True, False, True])
-  got = ol.bss_attack(_linear(jnp.asarray(w)), jnp.asarray(x), jnp.asarray(mask),
+  got = bss_lib.bss_attack(_linear(jnp.asarray(w)), jnp.asarray(x), jnp.asarray(mask),
                       jnp.asarray(target), jnp.asarray(gt), steps=1, step_size=0.3, clamp=2.5)
   z = x.astype(np.float64) @ w
   want = x.astype(np.float64).copy()
@@ -443,10 +446,10 @@ def test_bss_attack_moves_toward_target_within_clamp():
   f = _linear(jnp.asarray(w))
   z0 = np.asarray(f(jnp.asarray(x)))
   gt = z0.argmax(-1)
-  target = np.asarray(ol.sample_target_class(jax.random.key(3), jnp.asarray(z0)))
+  target = np.asarray(bss_lib.sample_target_class(jax.random.key(3), jnp.asarray(z0)))
   mask = np.ones(16, bool)
   mask[-3:] = False
-  x_adv = np.asarray(ol.bss_attack(f, jnp.asarray(x), jnp.asarray(mask), jnp.asarray(target),
+  x_adv = np.asarray(bss_lib.bss_attack(f, jnp.asarray(x), jnp.asarray(mask), jnp.asarray(target),
                                    jnp.asarray(gt)))
   z1 = np.asarray(f(jnp.asarray(x_adv)))
   rows = np.arange(16)

@@ -21,12 +21,12 @@ from absl.testing import absltest
 from kdjax import config as config_lib
 from kdjax import models
 from kdjax.distill import api
-from kdjax.losses import ie_kd as ie_l
-from kdjax.losses import ipwd as ipwd_l
-from kdjax.losses import pskd as pskd_l
-from kdjax.losses import self_guidance as sg_l
-from kdjax.losses import srrl as srrl_l
 from kdjax.models.cohort import Cohort
+from kdjax.distill.methods import ie_kd as ie_kd_lib
+from kdjax.distill.methods import ipwd as ipwd_lib
+from kdjax.distill.methods import pskd as pskd_lib
+from kdjax.distill.methods import self_guidance as self_guidance_lib
+from kdjax.distill.methods import srrl as srrl_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, HW = 4, 8
@@ -132,33 +132,33 @@ class IEKDLossTest(absltest.TestCase):
             'cos': np.mean(1 - np.sum(a * b, 1)),
             'partial_l2': np.mean(d * d * ((a > b) | (b > 0)))}
     for m, w in want.items():
-      np.testing.assert_allclose(ie_l.factor_distance(self.a, self.b, m), w, rtol=1e-5)
-    np.testing.assert_allclose(ie_l.exploration_distance(self.a, self.b, 'l1'), -want['l1'],
+      np.testing.assert_allclose(ie_kd_lib.factor_distance(self.a, self.b, m), w, rtol=1e-5)
+    np.testing.assert_allclose(ie_kd_lib.exploration_distance(self.a, self.b, 'l1'), -want['l1'],
                                rtol=1e-5)
-    np.testing.assert_allclose(ie_l.exploration_distance(self.a, self.b, 'cos'),
+    np.testing.assert_allclose(ie_kd_lib.exploration_distance(self.a, self.b, 'cos'),
                                np.mean(np.abs(np.sum(a * b, 1))), rtol=1e-5)
-    np.testing.assert_allclose(ie_l.reconstruction(self.a, self.b, 'l1'),
+    np.testing.assert_allclose(ie_kd_lib.reconstruction(self.a, self.b, 'l1'),
                                np.mean(np.abs(self.a - self.b)), rtol=1e-6)
-    np.testing.assert_allclose(ie_l.reconstruction(self.a, self.b, 'l2'),
+    np.testing.assert_allclose(ie_kd_lib.reconstruction(self.a, self.b, 'l2'),
                                np.mean((self.a - self.b) ** 2), rtol=1e-6)
 
   def test_variants(self):
     # IE-AT: L1 between L2-normalised mean_c |F|^2 maps; IE-OD: relu, L2.
     at = lambda f: _nrm(np.mean(f ** 2, -1))
-    l_inh, l_exp = ie_l.inheritance_exploration(self.a, self.b, self.b, variant='at')
+    l_inh, l_exp = ie_kd_lib.inheritance_exploration(self.a, self.b, self.b, variant='at')
     np.testing.assert_allclose(l_inh, np.mean(np.abs(at(self.a) - at(self.b))), rtol=1e-5)
     np.testing.assert_allclose(l_exp, 0.0, atol=1e-7)
-    l_inh, _ = ie_l.inheritance_exploration(self.a, None, self.b, variant='od', metric='l2')
+    l_inh, _ = ie_kd_lib.inheritance_exploration(self.a, None, self.b, variant='od', metric='l2')
     d = _nrm(np.maximum(self.a, 0)) - _nrm(np.maximum(self.b, 0))
     np.testing.assert_allclose(l_inh, np.sqrt(np.mean(d * d)), rtol=1e-5)
 
   def test_split(self):
     f = np.arange(2 * 6, dtype=np.float32).reshape(1, 1, 2, 6)
     perm = jnp.array([3, 0, 5, 1, 4, 2])
-    inh, exp = ie_l.channel_split(jnp.asarray(f), perm, 2)
+    inh, exp = ie_kd_lib.channel_split(jnp.asarray(f), perm, 2)
     np.testing.assert_array_equal(inh, f[..., [3, 0]])
     np.testing.assert_array_equal(exp, f[..., [5, 1, 4, 2]])
-    self.assertEqual(ie_l.num_inherit(64, 0.3), 19)
+    self.assertEqual(ie_kd_lib.num_inherit(64, 0.3), 19)
 
 
 class IEKDTermTest(absltest.TestCase):
@@ -193,8 +193,8 @@ class IEKDTermTest(absltest.TestCase):
     def cos_sim(f):
       return float(np.mean(np.sum(_nrm(np.asarray(f)) * _nrm(np.asarray(f_t)), 1)))
 
-    inh = lambda f: ie_l.inheritance_exploration(f, None, f_t)[0]
-    exp = lambda f: ie_l.inheritance_exploration(None, f, f_t)[1]
+    inh = lambda f: ie_kd_lib.inheritance_exploration(f, None, f_t)[0]
+    exp = lambda f: ie_kd_lib.inheritance_exploration(None, f, f_t)[1]
     f_inh = f0 - 0.5 * jax.grad(inh)(f0)
     f_exp = f0 - 0.5 * jax.grad(exp)(f0)
     self.assertGreater(cos_sim(f_inh), cos_sim(f0))
@@ -313,15 +313,15 @@ class SelfGuidanceTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     zs, zt = rng.normal(size=(2, 5, 7)).astype(np.float32)
     y = np.array([0, 3, 6, 1, 2])
-    loss, m = sg_l.self_guidance(zs, zt, y, lam=0.25, temperature=3.0)
+    loss, m = self_guidance_lib.self_guidance(zs, zt, y, lam=0.25, temperature=3.0)
     want = _np_ce(zs, y) + _np_ce(zt, y) + 0.25 * 9 * _np_kl(zt, zs, 3.0)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
-    loss0, _ = sg_l.self_guidance(zs, zt, y, lam=0.0)
+    loss0, _ = self_guidance_lib.self_guidance(zs, zt, y, lam=0.0)
     np.testing.assert_allclose(loss0, _np_ce(zs, y) + _np_ce(zt, y), rtol=1e-5)
     # stop_teacher: no gradient into the full-network logits.
-    g = jax.grad(lambda t: sg_l.self_guidance(zs, t, y, stop_teacher=True)[0])(jnp.asarray(zt))
+    g = jax.grad(lambda t: self_guidance_lib.self_guidance(zs, t, y, stop_teacher=True)[0])(jnp.asarray(zt))
     np.testing.assert_array_equal(g, 0.0)
-    g = jax.grad(lambda t: sg_l.self_guidance(zs, t, y)[0])(jnp.asarray(zt))
+    g = jax.grad(lambda t: self_guidance_lib.self_guidance(zs, t, y)[0])(jnp.asarray(zt))
     self.assertGreater(float(jnp.abs(g).sum()), 0.0)
 
   def test_keep_mask_follows_survival_schedule(self):
@@ -332,7 +332,7 @@ class SelfGuidanceTest(absltest.TestCase):
     freq = np.asarray(masks.mean(0))
     tol = 4 * np.sqrt(np.asarray(surv) * (1 - np.asarray(surv)) / 4000) + 1e-3
     self.assertTrue(np.all(np.abs(freq - np.asarray(surv)) <= tol), (freq, surv))
-    np.testing.assert_array_equal(sg_l.keep_mask(keys[0], surv), masks[0].astype(np.float32))
+    np.testing.assert_array_equal(self_guidance_lib.keep_mask(keys[0], surv), masks[0].astype(np.float32))
 
   def test_teacher_pass_is_expected_network_one_trace(self):
     s, sv, _, _, _ = _setup()
@@ -343,7 +343,7 @@ class SelfGuidanceTest(absltest.TestCase):
     @jax.jit
     def run(key):
       traces.append(1)
-      keep = sg_l.keep_mask(key, surv)
+      keep = self_guidance_lib.keep_mask(key, surv)
       ctx = _context(survival=surv, keep=keep)
       loss, m, _ = term.loss({'params': {}}, ctx)
       return loss, m, ctx.student['logits'], keep
@@ -352,7 +352,7 @@ class SelfGuidanceTest(absltest.TestCase):
       loss, m, sub, keep = run(jax.random.key(i))
       (full, _), _ = s.apply(sv, _images(), train=True, mutable=['batch_stats'],
                              branch_scale=surv)
-      want, _ = sg_l.self_guidance(sub, full, jnp.array([1, 2, 3, 4]))
+      want, _ = self_guidance_lib.self_guidance(sub, full, jnp.array([1, 2, 3, 4]))
       np.testing.assert_allclose(loss, want, rtol=1e-5)
     self.assertLen(traces, 1)
     with self.assertRaisesRegex(ValueError, 'stochastic_depth_final_prob'):
@@ -370,14 +370,14 @@ class SRRLTest(absltest.TestCase):
     w, b = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32)
     zt = rng.normal(size=(3, 5)).astype(np.float32)
     y = np.array([0, 4, 2])
-    np.testing.assert_allclose(srrl_l.feature_matching(vs, vt), np.mean((vs - vt) ** 2), rtol=1e-6)
-    z = srrl_l.teacher_head(vs, w, b)
+    np.testing.assert_allclose(srrl_lib.feature_matching(vs, vt), np.mean((vs - vt) ** 2), rtol=1e-6)
+    z = srrl_lib.teacher_head(vs, w, b)
     np.testing.assert_allclose(z, vs @ w + b, rtol=1e-5)
-    np.testing.assert_allclose(srrl_l.softmax_regression(z, zt), np.mean((vs @ w + b - zt) ** 2),
+    np.testing.assert_allclose(srrl_lib.softmax_regression(z, zt), np.mean((vs @ w + b - zt) ** 2),
                                rtol=1e-5)
-    np.testing.assert_allclose(srrl_l.softmax_regression(z, zt, y, kind='ce'),
+    np.testing.assert_allclose(srrl_lib.softmax_regression(z, zt, y, kind='ce'),
                                _np_ce(vs @ w + b, y), rtol=1e-5)
-    np.testing.assert_allclose(srrl_l.softmax_regression(z, zt, kind='kl', temperature=2.0),
+    np.testing.assert_allclose(srrl_lib.softmax_regression(z, zt, kind='kl', temperature=2.0),
                                4 * _np_kl(zt, vs @ w + b, 2.0), rtol=1e-5)
 
   def test_teacher_classifier_receives_no_update(self):
@@ -410,7 +410,7 @@ class IPWDTest(absltest.TestCase):
     y = np.array([0, 1, 2, 0])
     z_cls = np.zeros((4, 3), np.float32)
     z_kd = np.array([[3, 0, 0], [0, 2, 0], [0, 0, -2], [0, 1, 0]], np.float32)
-    w = np.asarray(ipwd_l.ipw_weights(z_kd, z_cls, y))
+    w = np.asarray(ipwd_lib.ipw_weights(z_kd, z_cls, y))
     lp_kd = _np_log_softmax(z_kd)[np.arange(4), y]
     lp_cls = _np_log_softmax(z_cls)[np.arange(4), y]
     pi = 1 / (1 + np.exp(-(lp_kd - lp_cls)))
@@ -419,7 +419,7 @@ class IPWDTest(absltest.TestCase):
     self.assertAlmostEqual(float(w.mean()), 1.0, places=5)
     # Samples the KD head explains worse than the CE head (2, 3) weigh more.
     self.assertGreater(min(w[2], w[3]), max(w[0], w[1]))
-    w_ce = np.asarray(ipwd_l.ipw_weights(z_kd, z_cls, y, estimator='ce_ratio', normalize=False))
+    w_ce = np.asarray(ipwd_lib.ipw_weights(z_kd, z_cls, y, estimator='ce_ratio', normalize=False))
     ce = lambda z: -_np_log_softmax(z)[np.arange(4), y]
     np.testing.assert_allclose(w_ce, np.clip(1 + ce(z_cls) / ce(z_kd), 1, 10), rtol=1e-5)
 
@@ -429,15 +429,15 @@ class IPWDTest(absltest.TestCase):
     y = np.array([0, 1, 2, 3])
     w = np.array([0.5, 1.0, 1.5, 1.0], np.float32)
     kl = np.sum(_np_softmax(zt / 4) * (_np_log_softmax(zt / 4) - _np_log_softmax(zs / 4)), -1)
-    np.testing.assert_allclose(ipwd_l.weighted_kd(zs, zt, w), 16 * np.mean(w * kl), rtol=1e-5)
+    np.testing.assert_allclose(ipwd_lib.weighted_kd(zs, zt, w), 16 * np.mean(w * kl), rtol=1e-5)
 
     def inside(z):  # weights computed from the same logits inside the loss
-      return ipwd_l.weighted_kd(z, zt, ipwd_l.ipw_weights(z, zc, y))
-    w0 = ipwd_l.ipw_weights(zs, zc, y)
+      return ipwd_lib.weighted_kd(z, zt, ipwd_lib.ipw_weights(z, zc, y))
+    w0 = ipwd_lib.ipw_weights(zs, zc, y)
     g_inside = jax.grad(inside)(jnp.asarray(zs))
-    g_const = jax.grad(lambda z: ipwd_l.weighted_kd(z, zt, w0))(jnp.asarray(zs))
+    g_const = jax.grad(lambda z: ipwd_lib.weighted_kd(z, zt, w0))(jnp.asarray(zs))
     np.testing.assert_allclose(g_inside, g_const, rtol=1e-6)
-    g_w = jax.grad(lambda c: jnp.sum(ipwd_l.ipw_weights(jnp.asarray(zs), c, y)))(jnp.asarray(zc))
+    g_w = jax.grad(lambda c: jnp.sum(ipwd_lib.ipw_weights(jnp.asarray(zs), c, y)))(jnp.asarray(zc))
     np.testing.assert_array_equal(g_w, 0.0)
 
   def test_term(self):
@@ -449,7 +449,7 @@ class IPWDTest(absltest.TestCase):
     pooled = np.asarray(ctx.student['pooled'])
     z_cls = pooled @ np.asarray(head['kernel']) + np.asarray(head['bias'])
     y = np.asarray(ctx.labels)
-    w = np.asarray(ipwd_l.ipw_weights(ctx.student['logits'], z_cls, y))
+    w = np.asarray(ipwd_lib.ipw_weights(ctx.student['logits'], z_cls, y))
     zs, zt = np.asarray(ctx.student['logits']), np.asarray(ctx.teacher['logits'])
     kl = np.sum(_np_softmax(zt / 4) * (_np_log_softmax(zt / 4) - _np_log_softmax(zs / 4)), -1)
     np.testing.assert_allclose(loss, _np_ce(z_cls, y) + 0.9 * 16 * np.mean(w * kl), rtol=1e-4)
@@ -477,16 +477,16 @@ class PSKDTest(absltest.TestCase):
   def test_targets_and_schedule(self):
     y = jnp.array([2, 0])
     prev = jnp.array([[0.2, 0.3, 0.5], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(pskd_l.pskd_alpha(jnp.float32(0.3), 300, 0.8), 0.8 / 300, rtol=1e-6)
-    np.testing.assert_allclose(pskd_l.pskd_alpha(jnp.float32(299.5), 300, 0.8), 0.8, rtol=1e-6)
-    t0 = pskd_l.pskd_targets(y, prev, 0.5, 3, first_epoch=True)
+    np.testing.assert_allclose(pskd_lib.pskd_alpha(jnp.float32(0.3), 300, 0.8), 0.8 / 300, rtol=1e-6)
+    np.testing.assert_allclose(pskd_lib.pskd_alpha(jnp.float32(299.5), 300, 0.8), 0.8, rtol=1e-6)
+    t0 = pskd_lib.pskd_targets(y, prev, 0.5, 3, first_epoch=True)
     np.testing.assert_allclose(t0, np.eye(3)[[2, 0]])
-    t1 = pskd_l.pskd_targets(y, prev, 0.5, 3, first_epoch=False)
+    t1 = pskd_lib.pskd_targets(y, prev, 0.5, 3, first_epoch=False)
     np.testing.assert_allclose(t1, [[0.1, 0.15, 0.75], [1.0, 0.0, 0.0]], rtol=1e-6)
     z = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]], np.float32)
-    np.testing.assert_allclose(pskd_l.pskd_loss(z, t1),
+    np.testing.assert_allclose(pskd_lib.pskd_loss(z, t1),
                                -np.mean(np.sum(np.asarray(t1) * _np_log_softmax(z), -1)), rtol=1e-6)
-    mem = pskd_l.update_memory(jnp.zeros((5, 3)), jnp.array([4, 1]), z)
+    mem = pskd_lib.update_memory(jnp.zeros((5, 3)), jnp.array([4, 1]), z)
     np.testing.assert_allclose(mem[jnp.array([4, 1])], _np_softmax(z), rtol=1e-6)
     np.testing.assert_array_equal(mem[0], 0.0)
 
@@ -512,7 +512,7 @@ class PSKDTest(absltest.TestCase):
     mem = jnp.asarray(_np_softmax(np.random.default_rng(0).normal(size=(20, 10))), jnp.float32)
     l_ps, _, _ = term.loss({**aux, 'pskd': {'memory': mem}}, ctx)
     l_ip, m_ip, _ = ip.loss({**ip_aux, 'pskd': {'memory': mem}}, ctx)
-    targets = pskd_l.pskd_targets(ctx.labels, mem[ctx.index], 0.8 * 3 / 4, 10)
+    targets = pskd_lib.pskd_targets(ctx.labels, mem[ctx.index], 0.8 * 3 / 4, 10)
     ent = -np.mean(np.sum(np.asarray(targets) * np.log(np.maximum(np.asarray(targets), 1e-12)), -1))
     np.testing.assert_allclose(l_ip - m_ip['ce_cls'], l_ps - ent, rtol=1e-4, atol=1e-5)
 
@@ -571,7 +571,6 @@ if __name__ == '__main__':
 
 def test_linear_cka_matches_feature_space_formula_and_invariances():
   """seed 000 Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
-  from kdjax.losses import ie_kd as L
   rng = np.random.default_rng(0)
   x = rng.normal(size=(6, 2, 2, 3))
   y = rng.normal(size=(6, 2, 2, 3))
@@ -579,12 +578,12 @@ def test_linear_cka_matches_feature_space_formula_and_invariances():
   yc = y.reshape(6, -1) - y.reshape(6, -1).mean(0)
   want = (np.linalg.norm(yc.T @ xc) ** 2 /
           (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
-  np.testing.assert_allclose(L.linear_cka(jnp.asarray(x), jnp.asarray(y)), want, rtol=1e-5)
-  np.testing.assert_allclose(L.linear_cka(jnp.asarray(x), jnp.asarray(3.0 * x)), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(ie_kd_lib.linear_cka(jnp.asarray(x), jnp.asarray(y)), want, rtol=1e-5)
+  np.testing.assert_allclose(ie_kd_lib.linear_cka(jnp.asarray(x), jnp.asarray(3.0 * x)), 1.0, rtol=1e-5)
   q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
   rotated = (x.reshape(6, -1) @ q).reshape(x.shape)
-  np.testing.assert_allclose(L.linear_cka(jnp.asarray(rotated), jnp.asarray(y)), want, rtol=1e-4)
-  l_inh, l_exp = L.inheritance_exploration(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x),
+  np.testing.assert_allclose(ie_kd_lib.linear_cka(jnp.asarray(rotated), jnp.asarray(y)), want, rtol=1e-4)
+  l_inh, l_exp = ie_kd_lib.inheritance_exploration(jnp.asarray(x), jnp.asarray(y), jnp.asarray(x),
                                            metric='l1', exp_metric='cka')
   np.testing.assert_allclose(l_inh, 0.0, atol=1e-6)
   np.testing.assert_allclose(l_exp, want, rtol=1e-5)

@@ -13,7 +13,7 @@ import pytest
 from kdjax import models
 from kdjax import seed_configs
 from kdjax.distill import api
-from kdjax.losses import srrl as srrl_l
+from kdjax.distill.methods import srrl as srrl_lib
 
 HW = 8
 
@@ -46,7 +46,7 @@ def test_adain_matches_numpy():
       a, b = x[n, :, :, c], y[n, :, :, c]
       want[n, :, :, c] = (np.sqrt(b.var() + 1e-5) * (a - a.mean()) / np.sqrt(a.var() + 1e-5)
                           + b.mean())
-  got = np.asarray(srrl_l.adain(x, y))
+  got = np.asarray(srrl_lib.adain(x, y))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # The output carries y's per-channel mean and (up to eps) std.
   np.testing.assert_allclose(got.mean((1, 2)), y.mean((1, 2)), atol=1e-5)

@@ -1,29 +1,35 @@
-"""Trainable auxiliary modules of the distillation methods (flax linen, NHWC).
+"""Shared layers of the auxiliary modules, and the one helper API that runs them.
 
 Synopsis:
-  ConvReg(t_channels, s_hw, t_hw, use_relu)     FitNet regressor / AB connector (RD `ConvReg`)
-  Paraphraser(channels, rate, use_bn)           FT teacher auto-encoder (`encode` / `__call__`)
-  Translator(out_channels, use_bn)              FT student encoder
-  VIDRegressor(mid_channels, out_channels)      VID mean regressor + per-channel variance
-  OFDConnector(t_channels)                      OFD 1x1 conv + BN
-  Embed(dim, normalize)                         CC LinearEmbed (normalize=False) / CRD Embed
+  Layers used by several methods (flax linen, NHWC):
+    ConvReg(t_channels, s_hw, t_hw, use_relu)   FitNet regressor / AB connector (RD `ConvReg`)
+    Embed(dim, normalize)                       CC LinearEmbed (normalize=False) / CRD Embed
+    conv(features, kernel, fan_in, ...)         a conv with PyTorch's default init
+  Helper API (a term's auxiliary variables are {'params': {sub: ...},
+  'batch_stats': {sub: ...}} with one entry per named sub-module):
+    aux = init_modules(rng, {'conn0': (module, example_x)})
+    y = apply_module(module, aux, 'conn0', x, ctx.train, new_stats)   BN stats into new_stats
+    return loss, metrics, state_out(aux, new_stats)
+    y, stats = apply_variables(module, variables, x, train=...)       one module's own variables
 
-Every module takes `train` (BN on batch statistics when True); modules
-without BN ignore it. Initialisations follow the references: PyTorch's
-default layer init (uniform +-1/sqrt(fan_in) for weights and biases) unless
-the reference overrides it (OFD's N(0, sqrt(2 / (k^2 C_out))) conv, BN
-gamma=1 / beta=0). Parameter counts equal the PyTorch modules'.
+Method-specific modules live in their method's file under `kdjax.distill.methods`.
+Every module takes `train` (BN on batch statistics when True); modules without
+BN ignore it. Initialisations follow the references: PyTorch's default layer
+init (uniform +-1/sqrt(fan_in) for weights and biases) unless the reference
+overrides it. Parameter counts equal the PyTorch modules'.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kdjax.models.common import batch_norm
+
 
 # PyTorch's default Conv/Linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
@@ -39,7 +45,7 @@ def torch_bias_init(fan_in: int):
       key, shape, dtype) - bound
 
 
-def _conv(features, kernel, fan_in, *, stride=1, pad=0, bias=True, name=None):
+def conv(features, kernel, fan_in, *, stride=1, pad=0, bias=True, name=None):
   return nn.Conv(features, (kernel, kernel) if isinstance(kernel, int) else kernel,
                  strides=(stride, stride), padding=((pad, pad), (pad, pad)), use_bias=bias,
                  kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name)
@@ -79,7 +85,7 @@ class ConvReg(nn.Module):
     kind = conv_reg_kind(self.s_hw, self.t_hw)
     c_in = x.shape[-1]
     if kind == 'stride2':
-      x = _conv(self.t_channels, 3, 9 * c_in, stride=2, pad=1, name='conv')(x)
+      x = conv(self.t_channels, 3, 9 * c_in, stride=2, pad=1, name='conv')(x)
     elif kind == 'transpose':
       # torch padding p corresponds to flax padding k - 1 - p on each side.
       x = nn.ConvTranspose(self.t_channels, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
@@ -88,118 +94,9 @@ class ConvReg(nn.Module):
     else:
       kh = 1 + self.s_hw[0] - self.t_hw[0]
       kw = 1 + self.s_hw[1] - self.t_hw[1]
-      x = _conv(self.t_channels, (kh, kw), kh * kw * c_in, name='conv')(x)
+      x = conv(self.t_channels, (kh, kw), kh * kw * c_in, name='conv')(x)
     x = batch_norm(train, 'bn')(x)
     return nn.relu(x) if self.use_relu else x
-
-
-def _leaky(x):
-  return nn.leaky_relu(x, 0.1)
-
-
-class Paraphraser(nn.Module):
-  """Factor Transfer paraphraser (Kim et al. 2018; RD `Paraphraser`, official FT code).
-
-  Encoder: conv3x3 C->C, C->kC, kC->kC (bias, LeakyReLU 0.1); decoder:
-  ConvTranspose3x3 kC->kC, kC->C, C->C (LeakyReLU after each, also the last).
-  `use_bn` inserts BN after every conv (RD's option; off in RD and official).
-  `__call__` returns (factor, reconstruction); `encode` returns the factor.
-  """
-  channels: int
-  rate: float = 0.5
-  use_bn: bool = False
-
-  def setup(self):
-    c, kc = self.channels, int(self.channels * self.rate)
-    self.enc = [_conv(o, 3, 9 * i, pad=1, name=f'enc{j}')
-                for j, (i, o) in enumerate(((c, c), (c, kc), (kc, kc)))]
-    self.dec = [nn.ConvTranspose(o, (3, 3), padding=((1, 1), (1, 1)),
-                                 kernel_init=torch_transpose_kernel_init,
-                                 bias_init=torch_bias_init(9 * o), name=f'dec{j}')
-                for j, (i, o) in enumerate(((kc, kc), (kc, c), (c, c)))]
-    if self.use_bn:
-      self.enc_bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=f'enc_bn{j}') for j in range(3)]
-      self.dec_bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=f'dec_bn{j}') for j in range(3)]
-
-  def _run(self, x, layers, bns, train):
-    for j, layer in enumerate(layers):
-      x = layer(x)
-      if self.use_bn:
-        x = bns[j](x, use_running_average=not train)
-      x = _leaky(x)
-    return x
-
-  def encode(self, x, train: bool = False):
-    return self._run(x, self.enc, getattr(self, 'enc_bn', None), train)
-
-  def __call__(self, x, train: bool = False):
-    factor = self.encode(x, train)
-    return factor, self._run(factor, self.dec, getattr(self, 'dec_bn', None), train)
-
-
-class Translator(nn.Module):
-  """Factor Transfer translator on the student (RD `Translator`; official FT code).
-
-  conv3x3 C_s->C_s, C_s->out, out->out (bias, LeakyReLU 0.1), out = k C_t;
-  with BN after each conv when `use_bn` (RD: True; official: False).
-  """
-  out_channels: int
-  use_bn: bool = True
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    c = x.shape[-1]
-    for j, (i, o) in enumerate(((c, c), (c, self.out_channels),
-                                (self.out_channels, self.out_channels))):
-      x = _conv(o, 3, 9 * i, pad=1, name=f'conv{j}')(x)
-      if self.use_bn:
-        x = batch_norm(train, f'bn{j}')(x)
-      x = _leaky(x)
-    return x
-
-
-def softplus_inverse(y: float) -> float:
-  return float(np.log(np.expm1(y)))
-
-
-class VIDRegressor(nn.Module):
-  """Variational information distillation head (Ahn et al. 2019; RD `VIDLoss`).
-
-  mu = 1x1 convs C_s->mid, ReLU, mid->mid, ReLU, mid->C_t (no bias, no BN);
-  per-channel variance sigma^2 = softplus(log_scale) + eps with log_scale
-  initialised so that sigma^2 = init_var (RD: softplus^-1(init_var - eps)).
-  Returns (mu, sigma^2 [C_t]).
-  """
-  mid_channels: int
-  out_channels: int
-  init_var: float = 5.0
-  eps: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    c = x.shape[-1]
-    x = nn.relu(_conv(self.mid_channels, 1, c, bias=False, name='conv0')(x))
-    x = nn.relu(_conv(self.mid_channels, 1, self.mid_channels, bias=False, name='conv1')(x))
-    mu = _conv(self.out_channels, 1, self.mid_channels, bias=False, name='conv2')(x)
-    init = softplus_inverse(self.init_var - self.eps)
-    log_scale = self.param('log_scale', nn.initializers.constant(init), (self.out_channels,))
-    return mu, nn.softplus(log_scale) + self.eps
-
-
-class OFDConnector(nn.Module):
-  """OFD student connector (Heo et al. 2019, official `build_feature_connector`).
-
-  1x1 conv C_s->C_t without bias, init N(0, sqrt(2 / (1*1*C_t))), then BN
-  (gamma 1, beta 0).
-  """
-  t_channels: int
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.t_channels, (1, 1), use_bias=False,
-                kernel_init=nn.initializers.normal(math.sqrt(2.0 / self.t_channels)),
-                name='conv')(x)
-    return batch_norm(train, 'bn')(x)
 
 
 class Embed(nn.Module):
@@ -218,3 +115,52 @@ class Embed(nn.Module):
     if self.normalize:
       x = x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
     return x
+
+
+# ----------------------------------------------------------------------------
+# Helper API
+
+
+def init_modules(rng, modules: Mapping[str, tuple[Any, Any]]) -> dict:
+  """Initialise named sub-modules on example inputs (train=False)."""
+  params, stats = {}, {}
+  for i, (name, (module, x)) in enumerate(modules.items()):
+    v = module.init(jax.random.fold_in(rng, i), x, train=False)
+    params[name] = v['params']
+    if 'batch_stats' in v:
+      stats[name] = v['batch_stats']
+  out = {'params': params}
+  if stats:
+    out['batch_stats'] = stats
+  return out
+
+
+def apply_module(module, aux, name: str, x, train: bool, new_stats: dict, method=None):
+  """Run sub-module `name`; with BN and train=True, store its new statistics."""
+  variables = {'params': aux['params'][name]}
+  stats = aux.get('batch_stats', {})
+  kw = {} if method is None else {'method': method}
+  if name in stats:
+    variables['batch_stats'] = stats[name]
+    if train:
+      out, mut = module.apply(variables, x, train=True, mutable=['batch_stats'], **kw)
+      new_stats[name] = mut['batch_stats']
+      return out
+  return module.apply(variables, x, train=train, **kw)
+
+
+def state_out(aux, new_stats: dict) -> dict:
+  """The non-param collections to return: updated BN statistics (others unchanged)."""
+  if 'batch_stats' not in aux:
+    return {}
+  return {'batch_stats': {**aux['batch_stats'], **new_stats}}
+
+
+def apply_variables(module: nn.Module, variables: dict, x: jnp.ndarray, *, train: bool,
+                    method=None):
+  """Apply a BN-carrying module; returns (output, new_batch_stats or the old ones)."""
+  kw = {} if method is None else {'method': method}
+  if train:
+    out, upd = module.apply(variables, x, train=True, mutable=['batch_stats'], **kw)
+    return out, upd['batch_stats']
+  return module.apply(variables, x, train=False, **kw), variables.get('batch_stats', {})

@@ -6,6 +6,7 @@ Synopsis:
   logits, feats = model.apply(variables, images, train=False)
   logits, feats = model.apply(variables, images, train=True, mutable=['batch_stats'])[0]
   models.names(); models.param_count(variables); models.survival_probs(L, 0.5)
+  models.spec('resnet8')   # = create('resnet8', 10).spec(), a ModelSpec
 
 Interface shared by every model (images NHWC float32):
   * `__call__(x, *, train=False, branch_scale=None) -> (logits, features)`.
@@ -15,6 +16,11 @@ Interface shared by every model (images NHWC float32):
     family module documents exactly which tensor each name is.
   * The classifier is an `nn.Dense` named `head` applied to `pooled`
     (`params['head']['kernel' | 'bias']`).
+  * `model.spec()` -> `ModelSpec` (models/spec.py): everything distillation may ask
+    (feature names, number of stages and of stochastic-depth blocks, the BN before
+    each pre-ReLU map, whether `forward_from` exists, and `params_up_to(k)`: regexes
+    of the parameters computing stage k). Code outside `kdjax.models` should use it
+    rather than parameter names or architecture-name patterns.
   * `model.bn_before_relu()` maps each `stageK_preact` to the param path of the BN
     whose affine output precedes that ReLU (OFD's `get_bn_before_relu`).
   * Residual families (resnet*, resnet*_cifar, wrn_*) have `num_blocks` and accept
@@ -35,7 +41,6 @@ one_<base> (ONE's 3-branch network on a CIFAR resnet{6n+2} or wrn_d_w, models/on
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -44,41 +49,16 @@ import numpy as np
 
 from kdjax.models import (mobilenetv1, mobilenetv2, one, resnet_cifar, resnet_imagenet, shufflenet,
                           vgg, wrn)
+from kdjax.models.spec import ModelSpec, with_prefix
 
-_CIFAR_RESNET_DEPTHS = (8, 14, 20, 26, 32, 44, 56, 110)
-# WRN variants that RD/CRD and the seed papers use; any valid wrn_d_w is accepted.
-_WRN_LISTED = ('wrn_16_1', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2', 'wrn_10_2', 'wrn_28_2', 'wrn_16_4',
-               'wrn_28_4', 'wrn_40_4', 'wrn_46_4', 'wrn_10_10', 'wrn_16_10', 'wrn_28_10')
-
-
-def _fixed() -> dict[str, Callable[..., nn.Module]]:
-  reg: dict[str, Callable[..., nn.Module]] = {}
-  for d in _CIFAR_RESNET_DEPTHS:
-    reg[f'resnet{d}'] = lambda k, d=d, **kw: resnet_cifar.cifar_resnet(d, k, **kw)
-  for d in (8, 32):
-    reg[f'resnet{d}x4'] = lambda k, d=d, **kw: resnet_cifar.cifar_resnet(d, k, wide=True, **kw)
-  for name in _WRN_LISTED:
-    _, d, w = name.split('_')
-    reg[name] = lambda k, d=int(d), w=int(w), **kw: wrn.WideResNet(d, w, k, **kw)
-  for name, cfg in vgg.CONFIGS.items():
-    reg[name] = lambda k, cfg=cfg, name=name, **kw: vgg.VGG(cfg, k, arch=name, **kw)
-  reg['mobilenetv2'] = lambda k, **kw: mobilenetv2.MobileNetV2(k, **kw)
-  reg['shufflenetv1'] = lambda k, **kw: shufflenet.ShuffleNetV1(k, **kw)
-  reg['shufflenetv2'] = lambda k, **kw: shufflenet.ShuffleNetV2(k, **kw)
-  for d in (18, 34, 50):
-    reg[f'resnet{d}_cifar'] = lambda k, d=d, **kw: resnet_cifar.resnet_cifar(d, k, **kw)
-  for d in (18, 34, 50):  # ImageNet names shadow the generic CIFAR resnet{6n+2} (50 = 6*8+2)
-    reg[f'resnet{d}'] = lambda k, d=d, **kw: resnet_imagenet.resnet_imagenet(d, k, **kw)
-  reg['mobilenetv1'] = lambda k, **kw: mobilenetv1.MobileNetV1(k, **kw)
-  # Self-Guidance's CIFAR "ResNet-50": 6n+2 basic blocks with n = 8 (0.76M), which
-  # the ImageNet `resnet50` shadows.
-  reg['resnet50_basic'] = lambda k, **kw: resnet_cifar.cifar_resnet(50, k, **kw)
-  return reg
-
-
-_REGISTRY = _fixed()
-_WRN_RE = re.compile(r'wrn_(\d+)_(\d+)')
-_RESNET_RE = re.compile(r'resnet(\d+)(x4)?')
+# Each family module exports FACTORIES (name -> factory(num_classes, **overrides)) and,
+# for parsed names, match(name) -> factory | None. Later tables shadow earlier ones
+# (the ImageNet resnet18/34/50 over the CIFAR resnet{6n+2}); adding an architecture
+# is one family module added here.
+_FAMILIES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenet, resnet_imagenet, mobilenetv1, one)
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+for _fam in _FAMILIES:
+  _REGISTRY.update(_fam.FACTORIES)
 
 
 def names() -> list[str]:
@@ -89,30 +69,18 @@ def names() -> list[str]:
 def _unknown(name: str) -> ValueError:
   close = difflib.get_close_matches(name, names(), n=3)
   hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
+  patterns = '; '.join(f.PATTERN_HELP for f in _FAMILIES if hasattr(f, 'PATTERN_HELP'))
   return ValueError(f'Unknown model {name!r}.{hint} Known: {", ".join(names())}; also '
-                    'wrn_{depth}_{width} with (depth - 4) % 6 == 0 and resnet{6n+2}[x4].')
+                    f'{patterns}.')
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
   if name in _REGISTRY:
     return _REGISTRY[name]
-  m = _WRN_RE.fullmatch(name)
-  if m:
-    d, w = int(m.group(1)), int(m.group(2))
-    if d < 10 or (d - 4) % 6:
-      raise ValueError(f'{name}: WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, ...), '
-                       f'got depth {d} ((depth - 4) % 6 = {(d - 4) % 6}).')
-    if w < 1:
-      raise ValueError(f'{name}: WRN width must be >= 1.')
-    return lambda k, **kw: wrn.WideResNet(d, w, k, **kw)
-  if name.startswith('one_'):  # ONE's multi-branch net on a CIFAR resnet / wrn (models/one.py)
-    base = name[len('one_'):]
-    one.create_one(base, 1)    # rejects an unsupported base here, with its own message
-    return lambda k, **kw: one.create_one(base, k, **kw)
-  m = _RESNET_RE.fullmatch(name)
-  if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
-    d, wide = int(m.group(1)), bool(m.group(2))
-    return lambda k, **kw: resnet_cifar.cifar_resnet(d, k, wide=wide, **kw)
+  for fam in _FAMILIES:
+    factory = fam.match(name) if hasattr(fam, 'match') else None
+    if factory is not None:
+      return factory
   raise _unknown(name)
 
 
@@ -135,6 +103,11 @@ def create(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     return factory(num_classes, **overrides)
   except TypeError as e:
     raise ValueError(f'{name}: bad overrides {sorted(overrides)}: {e}') from e
+
+
+def spec(name: str, num_classes: int = 10, **overrides: Any) -> ModelSpec:
+  """`create(name, num_classes, **overrides).spec()`: what distillation may ask the model."""
+  return create(name, num_classes, **overrides).spec()
 
 
 def param_count(variables_or_params: Any) -> int:
@@ -168,4 +141,5 @@ def survival_probs(num_blocks: int, final_prob: float = 0.5) -> np.ndarray:
   return (1.0 - (l / num_blocks) * (1.0 - final_prob)).astype(np.float32)
 
 
-__all__ = ['create', 'names', 'param_count', 'survival_probs']
+__all__ = ['ModelSpec', 'create', 'names', 'param_count', 'spec', 'survival_probs',
+           'with_prefix']

@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex, standard_features
 
 _LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
            (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
@@ -62,6 +63,16 @@ class MobileNetV1(nn.Module):
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{k + 1}_preact': (f'layer{i}', 'pw_bn') for k, i in enumerate(_STAGE_ENDS)}
 
+  def spec(self) -> ModelSpec:
+    stages = [('^layer0/',)]
+    prev = 0
+    for end in _STAGE_ENDS:
+      stages.append((names_regex([f'layer{i}' for i in range(prev + 1, end + 1)]),))
+      prev = end
+    return ModelSpec(
+        arch='mobilenetv1', feature_names=standard_features(4), num_stages=4, num_blocks=0,
+        bn_before_relu=self.bn_before_relu(), has_forward_from=False, stage_params=tuple(stages))
+
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'mobilenetv1')
@@ -77,3 +88,6 @@ class MobileNetV1(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
+
+
+FACTORIES = {'mobilenetv1': lambda k, **kw: MobileNetV1(k, **kw)}

@@ -31,6 +31,7 @@ from typing import Any
 import flax.linen as nn
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex, standard_features
 
 _SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),
             (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
@@ -70,6 +71,17 @@ class MobileNetV2(nn.Module):
     return {f'stage{k + 1}_preact': (f'blocks{g}_{counts[g] - 1}', 'project_bn')
             for k, g in enumerate(_FEATURE_GROUPS)}
 
+  def spec(self) -> ModelSpec:
+    # stageK is the output of group _FEATURE_GROUPS[K-1]: it needs every group up to it.
+    stages = [(names_regex(['conv1', 'bn1']),)]
+    prev = -1
+    for g in _FEATURE_GROUPS:
+      stages.append(tuple(rf'^blocks{j}_\d+/' for j in range(prev + 1, g + 1)))
+      prev = g
+    return ModelSpec(
+        arch='mobilenetv2', feature_names=standard_features(4), num_stages=4, num_blocks=0,
+        bn_before_relu=self.bn_before_relu(), has_forward_from=False, stage_params=tuple(stages))
+
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'mobilenetv2')
@@ -90,3 +102,6 @@ class MobileNetV2(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
+
+
+FACTORIES = {'mobilenetv2': lambda k, **kw: MobileNetV2(k, **kw)}

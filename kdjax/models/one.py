@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex
 from kdjax.models.wrn import WideBlock
 
 
@@ -96,6 +97,22 @@ class ONENet(nn.Module):
   branches: int = 3
   block: str = 'basic'
   arch: str = 'one'
+
+  def spec(self) -> ModelSpec:
+    branch = [f'branch{b}/{k}' for b in range(self.branches) for k in ('stage3', 'pooled', 'logits')]
+    names = ('stem', 'stage1', 'stage2', 'gate', *branch, 'stage3', 'last_map', 'pooled',
+             'ensemble/logits')
+    if self.family == 'resnet':
+      stem, unit = names_regex(['conv1', 'bn1']), 'layer'
+    else:
+      stem, unit = '^conv1/', 'block'
+    # Stage 3 exists once per branch: params_up_to(3) is every branch's stage 3
+    # (the `stage3` feature itself is branch 0's).
+    return ModelSpec(
+        arch=self.arch, feature_names=names, num_stages=3, num_blocks=0, bn_before_relu={},
+        has_forward_from=False,
+        stage_params=((stem,), (rf'^{unit}1_\d+/',), (rf'^{unit}2_\d+/',),
+                      (rf'^branch\d+/{unit}3_\d+/',)))
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
@@ -177,6 +194,19 @@ def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str =
     return ONENet('wrn', d, num_classes, width=w, branches=branches, arch=f'one_{base_arch}')
   raise ValueError(f'create_one: unsupported base architecture {base_arch!r}; use resnet{{6n+2}} '
                    'or wrn_{6n+4}_{w}.')
+
+
+FACTORIES: dict = {}   # one_<base> names are parsed by `match`
+PATTERN_HELP = 'one_<base> (base resnet{6n+2} or wrn_d_w)'
+
+
+def match(name: str):
+  """A factory for one_<base>, else None; an unsupported base raises here."""
+  if not name.startswith('one_'):
+    return None
+  base = name[len('one_'):]
+  create_one(base, 1)    # rejects an unsupported base here, with its own message
+  return lambda k, **kw: create_one(base, k, **kw)
 
 
 __all__ = ['ONENet', 'create_one']

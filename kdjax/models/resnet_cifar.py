@@ -29,11 +29,13 @@ projection for the first block of a stage that changes shape.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Callable
 
 import flax.linen as nn
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex, standard_features
 
 
 class ResNet(nn.Module):
@@ -65,6 +67,14 @@ class ResNet(nn.Module):
     bn = 'bn2' if self.block == 'basic' else 'bn3'
     return {f'stage{k + 1}_preact': (name, bn)
             for k, name in enumerate(common.last_names('layer', self.stage_sizes))}
+
+  def spec(self) -> ModelSpec:
+    s = len(self.stage_sizes)
+    return ModelSpec(
+        arch=self.arch, feature_names=standard_features(s), num_stages=s,
+        num_blocks=self.num_blocks, bn_before_relu=self.bn_before_relu(), has_forward_from=True,
+        stage_params=((names_regex(['conv1', 'bn1']),),)
+        + tuple((rf'^layer{k}_\d+/',) for k in range(1, s + 1)))
 
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     return self._forward(x, train=train, branch_scale=branch_scale, start=0)
@@ -111,14 +121,15 @@ class ResNet(nn.Module):
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
 
-def cifar_resnet(depth: int, num_classes: int, wide: bool = False, **kw) -> ResNet:
+def cifar_resnet(depth: int, num_classes: int, wide: bool = False, arch: str | None = None,
+                 **kw) -> ResNet:
   """RD `resnet{depth}` (widths 16/16/32/64) or `resnet{depth}x4` (32/64/128/256)."""
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...), '
                      f'got {depth}.')
   n = (depth - 2) // 6
   widths = (32, 64, 128, 256) if wide else (16, 16, 32, 64)
-  arch = f'resnet{depth}' + ('x4' if wide else '')
+  arch = arch or f'resnet{depth}' + ('x4' if wide else '')
   return ResNet('basic', (n, n, n), widths, num_classes, arch=arch, **kw)
 
 
@@ -131,3 +142,34 @@ def resnet_cifar(depth: int, num_classes: int, **kw) -> ResNet:
   block, sizes = _CIFAR_V2[depth]
   return ResNet(block, sizes, (64, 64, 128, 256, 512), num_classes,
                 arch=f'resnet{depth}_cifar', **kw)
+
+
+_LISTED_DEPTHS = (8, 14, 20, 26, 32, 44, 56, 110)
+_RESNET_RE = re.compile(r'resnet(\d+)(x4)?')
+
+
+def _table() -> dict[str, Callable[..., nn.Module]]:
+  reg: dict[str, Callable[..., nn.Module]] = {}
+  for d in _LISTED_DEPTHS:
+    reg[f'resnet{d}'] = lambda k, d=d, **kw: cifar_resnet(d, k, **kw)
+  for d in (8, 32):
+    reg[f'resnet{d}x4'] = lambda k, d=d, **kw: cifar_resnet(d, k, wide=True, **kw)
+  for d in _CIFAR_V2:
+    reg[f'resnet{d}_cifar'] = lambda k, d=d, **kw: resnet_cifar(d, k, **kw)
+  # Self-Guidance's CIFAR "ResNet-50": 6n+2 basic blocks with n = 8 (0.76M), which
+  # the ImageNet `resnet50` shadows.
+  reg['resnet50_basic'] = lambda k, **kw: cifar_resnet(50, k, arch='resnet50_basic', **kw)
+  return reg
+
+
+FACTORIES = _table()
+PATTERN_HELP = 'resnet{6n+2}[x4]'
+
+
+def match(name: str) -> Callable[..., nn.Module] | None:
+  """A factory for an unlisted resnet{6n+2}[x4] name, else None."""
+  m = _RESNET_RE.fullmatch(name)
+  if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
+    d, wide = int(m.group(1)), bool(m.group(2))
+    return lambda k, **kw: cifar_resnet(d, k, wide=wide, **kw)
+  return None

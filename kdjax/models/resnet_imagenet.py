@@ -29,3 +29,7 @@ def resnet_imagenet(depth: int, num_classes: int, **kw) -> ResNet:
   block, sizes = _CONFIGS[depth]
   return ResNet(block, sizes, (64, 64, 128, 256, 512), num_classes, imagenet_stem=True,
                 arch=f'resnet{depth}', **kw)
+
+
+# Registered after the CIFAR family: these names shadow resnet{6n+2} (50 = 6*8+2).
+FACTORIES = {f'resnet{d}': (lambda k, d=d, **kw: resnet_imagenet(d, k, **kw)) for d in _CONFIGS}

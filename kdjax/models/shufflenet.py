@@ -28,7 +28,8 @@ bn_before_relu: RD raises NotImplementedError for both. kdjax returns the
 ResNet-style analogue: `bn3` of the last unit of each stage. For V1 its output plus
 the identity shortcut is exactly what the ReLU sees. For V2 it covers only the second
 half of the stageK_preact channels (the first half x1 passes through unchanged), so
-its scale/bias have C/2 entries: OFD margins need special handling there.
+its scale/bias have C/2 entries, so `spec().bn_before_relu` lists no stage for V2
+(OFD margins are undefined there); `bn_before_relu()` still returns the analogue.
 
 Parameter names: `conv1`, `bn1`, `layer{K}_{i}` (conv1..conv5 / bn1..bn5), V2 `conv2`,
 `bn2`, and `head`. No stochastic depth: `branch_scale` raises.
@@ -42,6 +43,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex, standard_features
+
+
+def _shuffle_spec(arch: str, num_stages: int, bn_map) -> ModelSpec:
+  return ModelSpec(
+      arch=arch, feature_names=standard_features(num_stages), num_stages=num_stages,
+      num_blocks=0, bn_before_relu=bn_map, has_forward_from=False,
+      stage_params=((names_regex(['conv1', 'bn1']),),)
+      + tuple((rf'^layer{k}_\d+/',) for k in range(1, num_stages + 1)))
 
 
 def _stem(x, train):
@@ -82,6 +92,9 @@ class ShuffleNetV1(nn.Module):
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{k + 1}_preact': (name, 'bn3')
             for k, name in enumerate(common.last_names('layer', self.stage_sizes))}
+
+  def spec(self) -> ModelSpec:
+    return _shuffle_spec('shufflenetv1', len(self.stage_sizes), self.bn_before_relu())
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
@@ -140,6 +153,11 @@ class ShuffleNetV2(nn.Module):
     return {f'stage{k + 1}_preact': (f'layer{k + 1}_{n}', 'bn3')
             for k, n in enumerate(self.stage_sizes)}
 
+  def spec(self) -> ModelSpec:
+    # No BN precedes the whole pre-ReLU map (half the channels bypass bn3), so OFD
+    # margins are undefined: the spec lists none (bn_before_relu() keeps the analogue).
+    return _shuffle_spec('shufflenetv2', len(self.stage_sizes), {})
+
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'shufflenetv2')
@@ -155,3 +173,7 @@ class ShuffleNetV2(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
+
+
+FACTORIES = {'shufflenetv1': lambda k, **kw: ShuffleNetV1(k, **kw),
+             'shufflenetv2': lambda k, **kw: ShuffleNetV2(k, **kw)}

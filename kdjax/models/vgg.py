@@ -28,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, standard_features
 
 CONFIGS = {
     'vgg8': ((64,), (128,), (256,), (512,), (512,)),
@@ -50,6 +51,12 @@ class VGG(nn.Module):
 
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{b}_preact': (f'block{b}_bn{len(self.cfg[b]) - 1}',) for b in range(1, 5)}
+
+  def spec(self) -> ModelSpec:
+    return ModelSpec(
+        arch=self.arch, feature_names=standard_features(4), num_stages=4, num_blocks=0,
+        bn_before_relu=self.bn_before_relu(), has_forward_from=False,
+        stage_params=tuple((rf'^block{b}_(conv|bn)\d+/',) for b in range(5)))
 
   def _block(self, x, b: int, train: bool):
     for j, w in enumerate(self.cfg[b]):
@@ -75,3 +82,7 @@ class VGG(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
+
+
+FACTORIES = {name: (lambda k, cfg=cfg, name=name, **kw: VGG(cfg, k, arch=name, **kw))
+             for name, cfg in CONFIGS.items()}

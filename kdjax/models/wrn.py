@@ -31,11 +31,13 @@ conv_shortcut(relu(bn1(x))) for the first unit of a group that changes width.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Callable
 
 import flax.linen as nn
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, standard_features
 
 
 class WideBlock(nn.Module):
@@ -81,6 +83,13 @@ class WideResNet(nn.Module):
     return {'stage1_preact': ('block2_0', 'bn1'), 'stage2_preact': ('block3_0', 'bn1'),
             'stage3_preact': ('bn1',)}
 
+  def spec(self) -> ModelSpec:
+    # stageK is the pre-activation output of group K: conv1 and groups 1..K compute it.
+    return ModelSpec(
+        arch=f'wrn_{self.depth}_{self.width}', feature_names=standard_features(3), num_stages=3,
+        num_blocks=self.num_blocks, bn_before_relu=self.bn_before_relu(), has_forward_from=True,
+        stage_params=(('^conv1/',),) + tuple((rf'^block{k}_\d+/',) for k in range(1, 4)))
+
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     return self._forward(x, train=train, branch_scale=branch_scale, start=0)
 
@@ -122,3 +131,27 @@ class WideResNet(nn.Module):
     x = feats['pooled'] = common.global_pool(x)
     x = feats['logits'] = common.Head(self.num_classes)(x)
     return x, feats
+
+
+# WRN variants that RD/CRD and the seed papers use; any valid wrn_d_w is accepted.
+_LISTED = ('wrn_16_1', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2', 'wrn_10_2', 'wrn_28_2', 'wrn_16_4',
+           'wrn_28_4', 'wrn_40_4', 'wrn_46_4', 'wrn_10_10', 'wrn_16_10', 'wrn_28_10')
+_WRN_RE = re.compile(r'wrn_(\d+)_(\d+)')
+PATTERN_HELP = 'wrn_{depth}_{width} with (depth - 4) % 6 == 0'
+
+
+def match(name: str) -> Callable[..., nn.Module] | None:
+  """A factory for any wrn_{d}_{w} name (validated), else None."""
+  m = _WRN_RE.fullmatch(name)
+  if not m:
+    return None
+  d, w = int(m.group(1)), int(m.group(2))
+  if d < 10 or (d - 4) % 6:
+    raise ValueError(f'{name}: WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, ...), '
+                     f'got depth {d} ((depth - 4) % 6 = {(d - 4) % 6}).')
+  if w < 1:
+    raise ValueError(f'{name}: WRN width must be >= 1.')
+  return lambda k, **kw: WideResNet(d, w, k, **kw)
+
+
+FACTORIES = {name: match(name) for name in _LISTED}

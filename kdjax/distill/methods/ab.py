@@ -12,10 +12,45 @@ margin m = 1. RD trains it only in a 30-epoch init stage (student feature layers
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.distill.methods import aux_common as ac
-from kdjax.losses import aux_losses
+from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+
+Array = jax.Array
+
+
+def ab_layer(source: Array, target: Array, margin: float = 1.0) -> Array:
+  """RD `ABLoss.criterion_alternative_l2`, sum reduction.
+
+  sum[(s + m)^2 1(s > -m and t <= 0) + (s - m)^2 1(s <= m and t > 0)].
+  Zero when every s <= -m where t <= 0 and every s > m where t > 0.
+  """
+  chex.assert_equal_shape([source, target])
+  s, t = losses.f32(source), jax.lax.stop_gradient(losses.f32(target))
+  loss = (jnp.square(s + margin) * ((s > -margin) & (t <= 0))
+          + jnp.square(s - margin) * ((s <= margin) & (t > 0)))
+  return jnp.sum(loss)
+
+
+def ab_weights(num_layers: int) -> list[float]:
+  """RD layer weights 2^(i - L + 1): the last layer gets 1."""
+  return [2.0 ** (i - num_layers + 1) for i in range(num_layers)]
+
+
+def ab_loss(sources: Sequence[Array], targets: Sequence[Array], margin: float = 1.0) -> Array:
+  """RD `ABLoss` summed over layers: sum_i w_i ab_layer_i / N * 3 / 1000."""
+  n = sources[0].shape[0]
+  total = jnp.zeros((), jnp.float32)
+  for w, s, t in zip(ab_weights(len(sources)), sources, targets):
+    total += w * ab_layer(s, t, margin)
+  return total / n / 1000.0 * 3.0
 
 
 @register_method('ab', family='features', paper='Heo et al. 2019, Knowledge Transfer via '
@@ -23,14 +58,14 @@ from kdjax.losses import aux_losses
 def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
              student_features=None, teacher_features=None) -> Term:
   """Activation-boundary loss on pre-ReLU stage maps with RD's connector (init-stage method)."""
-  s_keys, t_keys = ac.feature_pair(info, 'ab', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'ab', student_features, teacher_features,
                                    lambda: info.stages('student', preact=True),
                                    lambda: info.stages('teacher', preact=True))
-  ac.require_maps(info, 'ab', s_keys, t_keys)
-  ac.positive('ab', margin=margin)
+  checks.require_maps(info, 'ab', s_keys, t_keys)
+  checks.positive('ab', margin=margin)
   conns = {}
   for i, (ks, kt) in enumerate(zip(s_keys, t_keys)):
-    s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
+    s, t = checks.shape(info, 'student', ks), checks.shape(info, 'teacher', kt)
     if s[-1] == t[-1] and s[1:3] == t[1:3]:
       continue  # identity connector
     try:
@@ -42,7 +77,7 @@ def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
                                                  use_relu=False))
 
   def init(rng, ctx: Context):
-    return ac.init_modules(rng, {n: (m, ctx.student[s_keys[i]]) for n, (i, m) in conns.items()})
+    return modules.init_modules(rng, {n: (m, ctx.student[s_keys[i]]) for n, (i, m) in conns.items()})
 
   def loss(aux, ctx: Context):
     stats, outs = {}, []
@@ -50,9 +85,9 @@ def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
       x = ctx.student[ks]
       name = f'connector{i}'
       if name in conns:
-        x = ac.apply_module(conns[name][1], aux, name, x, ctx.train, stats)
+        x = modules.apply_module(conns[name][1], aux, name, x, ctx.train, stats)
       outs.append(x)
-    value = aux_losses.ab_loss(outs, [ctx.teacher[k] for k in t_keys], margin)
-    return value, {}, ac.state_out(aux, stats)
+    value = ab_loss(outs, [ctx.teacher[k] for k in t_keys], margin)
+    return value, {}, modules.state_out(aux, stats)
   return Term(name='ab', method='ab', weight=float(weight), loss=loss,
               init=init if conns else None)

@@ -15,10 +15,22 @@ from __future__ import annotations
 
 import re
 
+import chex
+import jax
+import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.distill.methods import aux_common as ac
-from kdjax.losses import aux_losses
+from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+
+Array = jax.Array
+
+
+def hint_mse(student: Array, teacher: Array) -> Array:
+  """FitNet hint (RD `HintLoss` = nn.MSELoss): mean over every element of (s - t)^2."""
+  chex.assert_equal_shape([student, teacher])
+  return jnp.mean(jnp.square(losses.f32(student) - jax.lax.stop_gradient(losses.f32(teacher))))
 
 
 def hint_feature(hint_layer: int) -> str:
@@ -33,9 +45,9 @@ def build_fitnet(info: BuildInfo, *, weight: float = 100.0, hint_layer: int = 2,
   """FitNet hint: MSE between ConvReg(student map) and the teacher map (RD weight 100, stage2)."""
   ks = student_feature or hint_feature(hint_layer)
   kt = teacher_feature or hint_feature(hint_layer)
-  (ks,), (kt,) = ac.feature_pair(info, 'fitnet', ks, kt, ())
-  ac.require_maps(info, 'fitnet', [ks], [kt])
-  s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
+  (ks,), (kt,) = resolve_feature_pair(info, 'fitnet', ks, kt, ())
+  checks.require_maps(info, 'fitnet', [ks], [kt])
+  s, t = checks.shape(info, 'student', ks), checks.shape(info, 'teacher', kt)
   try:
     modules.conv_reg_kind(s[1:3], t[1:3])
   except ValueError as e:
@@ -44,17 +56,14 @@ def build_fitnet(info: BuildInfo, *, weight: float = 100.0, hint_layer: int = 2,
   reg = modules.ConvReg(t[-1], tuple(s[1:3]), tuple(t[1:3]), use_relu=use_relu)
 
   def init(rng, ctx: Context):
-    return ac.init_modules(rng, {'regressor': (reg, ctx.student[ks])})
+    return modules.init_modules(rng, {'regressor': (reg, ctx.student[ks])})
 
   def loss(aux, ctx: Context):
     stats = {}
-    f_s = ac.apply_module(reg, aux, 'regressor', ctx.student[ks], ctx.train, stats)
-    return aux_losses.hint_mse(f_s, ctx.teacher[kt]), {}, ac.state_out(aux, stats)
+    f_s = modules.apply_module(reg, aux, 'regressor', ctx.student[ks], ctx.train, stats)
+    return hint_mse(f_s, ctx.teacher[kt]), {}, modules.state_out(aux, stats)
   return Term(name='fitnet', method='fitnet', weight=float(weight), loss=loss, init=init)
 
-
-# ----------------------------------------------------------------------------
-# Parameters up to a stage (for hint stages that train only the lower student).
 
 def hint_trainable(arch: str, stage: int) -> list[str]:
   """Regexes over 'student/<module>/...' matching the parameters that compute `stage<k>`.

@@ -21,10 +21,108 @@ translator reads the student's. Rate k = 0.5.
 
 from __future__ import annotations
 
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.distill.methods import aux_common as ac
-from kdjax.losses import aux_losses
+from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.models.common import batch_norm
+
+Array = jax.Array
+
+
+def ft_factor_rd(factor_s: Array, factor_t: Array, p1: float = 2.0, p2: float = 1.0) -> Array:
+  """RD `FactorTransfer`: AT-style maps normalize(mean_c F^p1) compared by mean |d|^p2.
+
+  The larger map is pooled to the smaller one first.
+  """
+  s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
+  d = losses.attention_map(s, p1) - losses.attention_map(t, p1)
+  return jnp.mean(jnp.abs(d)) if p2 == 1 else jnp.mean(d ** p2)
+
+
+def ft_factor_official(factor_s: Array, factor_t: Array) -> Array:
+  """Official FT: L1-mean of normalize(flatten(T(F_s))) - normalize(flatten(P_enc(F_t)))."""
+  s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
+  chex.assert_equal_shape([s, t])
+  n = s.shape[0]
+  return jnp.mean(jnp.abs(losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))))
+
+
+def ft_reconstruction(rec: Array, target: Array, kind: str = 'mse') -> Array:
+  """Paraphraser reconstruction: 'mse' (RD nn.MSELoss) or 'l1' (official code)."""
+  d = losses.f32(rec) - jax.lax.stop_gradient(losses.f32(target))
+  return jnp.mean(jnp.square(d)) if kind == 'mse' else jnp.mean(jnp.abs(d))
+
+
+def _leaky(x):
+  return nn.leaky_relu(x, 0.1)
+
+
+class Paraphraser(nn.Module):
+  """Factor Transfer paraphraser (Kim et al. 2018; RD `Paraphraser`, official FT code).
+
+  Encoder: conv3x3 C->C, C->kC, kC->kC (bias, LeakyReLU 0.1); decoder:
+  ConvTranspose3x3 kC->kC, kC->C, C->C (LeakyReLU after each, also the last).
+  `use_bn` inserts BN after every conv (RD's option; off in RD and official).
+  `__call__` returns (factor, reconstruction); `encode` returns the factor.
+  """
+  channels: int
+  rate: float = 0.5
+  use_bn: bool = False
+
+  def setup(self):
+    c, kc = self.channels, int(self.channels * self.rate)
+    self.enc = [modules.conv(o, 3, 9 * i, pad=1, name=f'enc{j}')
+                for j, (i, o) in enumerate(((c, c), (c, kc), (kc, kc)))]
+    self.dec = [nn.ConvTranspose(o, (3, 3), padding=((1, 1), (1, 1)),
+                                 kernel_init=modules.torch_transpose_kernel_init,
+                                 bias_init=modules.torch_bias_init(9 * o), name=f'dec{j}')
+                for j, (i, o) in enumerate(((kc, kc), (kc, c), (c, c)))]
+    if self.use_bn:
+      self.enc_bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=f'enc_bn{j}') for j in range(3)]
+      self.dec_bn = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=f'dec_bn{j}') for j in range(3)]
+
+  def _run(self, x, layers, bns, train):
+    for j, layer in enumerate(layers):
+      x = layer(x)
+      if self.use_bn:
+        x = bns[j](x, use_running_average=not train)
+      x = _leaky(x)
+    return x
+
+  def encode(self, x, train: bool = False):
+    return self._run(x, self.enc, getattr(self, 'enc_bn', None), train)
+
+  def __call__(self, x, train: bool = False):
+    factor = self.encode(x, train)
+    return factor, self._run(factor, self.dec, getattr(self, 'dec_bn', None), train)
+
+
+class Translator(nn.Module):
+  """Factor Transfer translator on the student (RD `Translator`; official FT code).
+
+  conv3x3 C_s->C_s, C_s->out, out->out (bias, LeakyReLU 0.1), out = k C_t;
+  with BN after each conv when `use_bn` (RD: True; official: False).
+  """
+  out_channels: int
+  use_bn: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    c = x.shape[-1]
+    for j, (i, o) in enumerate(((c, c), (c, self.out_channels),
+                                (self.out_channels, self.out_channels))):
+      x = modules.conv(o, 3, 9 * i, pad=1, name=f'conv{j}')(x)
+      if self.use_bn:
+        x = batch_norm(train, f'bn{j}')(x)
+      x = _leaky(x)
+    return x
+
 
 _DEFAULT_WEIGHT = {('official', 'distill'): 500.0, ('rd', 'distill'): 200.0,
                    ('official', 'paraphraser'): 1.0, ('rd', 'paraphraser'): 1.0}
@@ -44,37 +142,37 @@ def build_ft(info: BuildInfo, *, weight: float | None = None, phase: str = 'dist
     reconstruction = 'l1' if variant == 'official' else 'mse'
   if reconstruction not in ('l1', 'mse'):
     raise ValueError(f"ft: reconstruction must be 'l1' or 'mse', got {reconstruction!r}.")
-  ac.positive('ft', rate=rate)
-  (ks,), (kt,) = ac.feature_pair(info, 'ft', student_feature, teacher_feature,
+  checks.positive('ft', rate=rate)
+  (ks,), (kt,) = resolve_feature_pair(info, 'ft', student_feature, teacher_feature,
                                  lambda: info.stages('student')[-1:],
                                  lambda: info.stages('teacher')[-1:])
-  ac.require_maps(info, 'ft', [ks], [kt])
-  s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
-  ac.require_poolable('ft', ks, kt, s, t)
+  checks.require_maps(info, 'ft', [ks], [kt])
+  s, t = checks.shape(info, 'student', ks), checks.shape(info, 'teacher', kt)
+  checks.require_poolable('ft', ks, kt, s, t)
   factor_ch = int(t[-1] * rate)
   if factor_ch < 1:
     raise ValueError(f'ft: rate {rate} leaves no factor channels for {t[-1]} teacher channels.')
-  para = modules.Paraphraser(t[-1], rate, use_bn=False)
-  trans = modules.Translator(factor_ch, use_bn=(variant == 'rd'))
+  para = Paraphraser(t[-1], rate, use_bn=False)
+  trans = Translator(factor_ch, use_bn=(variant == 'rd'))
   w = _DEFAULT_WEIGHT[(variant, phase)] if weight is None else float(weight)
 
   def init(rng, ctx: Context):
-    return ac.init_modules(rng, {'paraphraser': (para, ctx.teacher[kt]),
+    return modules.init_modules(rng, {'paraphraser': (para, ctx.teacher[kt]),
                                  'translator': (trans, ctx.student[ks])})
 
   def loss(aux, ctx: Context):
     stats = {}
     f_t = ctx.teacher[kt]
     if phase == 'paraphraser':
-      _, rec = ac.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats)
-      value = aux_losses.ft_reconstruction(rec, f_t, reconstruction)
+      _, rec = modules.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats)
+      value = ft_reconstruction(rec, f_t, reconstruction)
     else:
-      factor_t = ac.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats,
+      factor_t = modules.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats,
                                  method='encode')
-      factor_s = ac.apply_module(trans, aux, 'translator', ctx.student[ks], ctx.train, stats)
+      factor_s = modules.apply_module(trans, aux, 'translator', ctx.student[ks], ctx.train, stats)
       if variant == 'rd':
-        value = aux_losses.ft_factor_rd(factor_s, factor_t)
+        value = ft_factor_rd(factor_s, factor_t)
       else:
-        value = aux_losses.ft_factor_official(factor_s, factor_t)
-    return value, {}, ac.state_out(aux, stats)
+        value = ft_factor_official(factor_s, factor_t)
+    return value, {}, modules.state_out(aux, stats)
   return Term(name='ft', method='ft', weight=w, loss=loss, init=init)

@@ -38,17 +38,255 @@ Synopsis:
 Defaults (seed 000 + official code): variant 'ft', metric l1 (l2 for 'od'),
 inherit_ratio 0.5, inherit_weight = explore_weight = 50, factor_ratio 2,
 feature 'last_map' (CIFAR ResNet: layer3 after ReLU), term weight 1.
+
+Losses:
+IE-KD (seed 000): inheritance / exploration distances between factors, pure functions.
+
+Synopsis:
+  perm = split_permutation(key, channels)                 # drawn once, kept in state
+  f_inh, f_exp = channel_split(f_s, perm, n_inh)          # random channel split
+  l_inh = factor_distance(transform(F_inh, 'ft'), transform(F_t, 'ft'), 'l1')
+  l_exp = exploration_distance(transform(F_exp, 'ft'), transform(F_t, 'ft'), 'l1')
+  rec = reconstruction(f_t, ae(f_t), norm='l1')
+
+Sources: seed 000 eqs. (2)-(4) and the official code
+aliyun/Revisiting-Knowledge-Distillation-an-Inheritance-and-Exploration-Framework
+(`loss/factor_transfer.py`, `loss/reconstruction.py`, `processors/IE_KD.py`).
+Every distance first flattens each sample and L2-normalises it
+(`F.normalize(x.view(N, -1))`), then reduces with a *mean* over N*D, as the
+official `_factor_transfer`.
 """
 
 from __future__ import annotations
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill import ie_modules
+from kdjax import losses
+from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.losses import ie_kd as L
+from kdjax.models import common
+
+Array = jax.Array
+
+
+METRICS = ('l1', 'l2', 'cos', 'partial_l2', 'cka')
+
+
+VARIANTS = ('ft', 'at', 'od')
+
+
+def split_permutation(key: Array, channels: int) -> Array:
+  """A random permutation of `channels` channel indices (int32 [C]).
+
+  The official code draws `torch.randperm(C)` at the first batch and keeps it
+  for the whole run; kdjax draws it from the term's init key (a pure function
+  of the run's seed) and stores it in the term's state.
+  """
+  return jax.random.permutation(key, channels).astype(jnp.int32)
+
+
+def num_inherit(channels: int, ratio: float) -> int:
+  """Number of inheritance channels for an inheritance ratio eta in [0, 1]."""
+  if not 0.0 <= ratio <= 1.0:
+    raise ValueError(f'inherit_ratio must be in [0, 1], got {ratio!r}.')
+  return int(round(channels * ratio))
+
+
+def channel_split(f: Array, perm: Array, n_inh: int) -> tuple[Array, Array]:
+  """(f[..., perm[:n_inh]], f[..., perm[n_inh:]]) for an NHWC map f."""
+  chex.assert_rank(perm, 1)
+  chex.assert_axis_dimension(f, -1, perm.shape[0])
+  return jnp.take(f, perm[:n_inh], axis=-1), jnp.take(f, perm[n_inh:], axis=-1)
+
+
+def transform(factor: Array, variant: str) -> Array:
+  """The per-variant view of a factor before the distance.
+
+  'ft': the factor itself (IE-FT); 'at': its AT attention map mean_c |F|^2,
+  L2-normalised over H*W (IE-AT, seed 000 Sec. 4.1); 'od': relu(F) (IE-OD).
+  """
+  if variant == 'ft':
+    return factor
+  if variant == 'at':
+    return losses.attention_map(factor, p=2)
+  if variant == 'od':
+    return jax.nn.relu(factor)
+  raise ValueError(f'unknown IE-KD variant {variant!r}; known: {VARIANTS}.')
+
+
+def _flat_normalised(a: Array, b: Array) -> tuple[Array, Array]:
+  chex.assert_equal_shape([a, b])
+  a = losses.l2_normalize(a.reshape(a.shape[0], -1).astype(jnp.float32))
+  b = losses.l2_normalize(b.reshape(b.shape[0], -1).astype(jnp.float32))
+  return a, b
+
+
+def linear_cka(a: Array, b: Array, eps: float = 1e-12) -> Array:
+  """Linear CKA (Kornblith et al. 2019) between two batches of representations.
+
+  With column-centred X [N, p], Y [N, q]:
+  CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), computed through the N x N
+  Gram matrices (tr(K_X K_Y) = ||Y^T X||_F^2). 1 for identical inputs, invariant
+  to isotropic scaling and orthogonal transforms of either side.
+  """
+  x = a.reshape(a.shape[0], -1).astype(jnp.float32)
+  y = b.reshape(b.shape[0], -1).astype(jnp.float32)
+  x = x - x.mean(0, keepdims=True)
+  y = y - y.mean(0, keepdims=True)
+  kx, ky = x @ x.T, y @ y.T
+  return jnp.sum(kx * ky) / jnp.sqrt(jnp.maximum(jnp.sum(kx * kx) * jnp.sum(ky * ky), eps))
+
+
+def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
+  """Similarity loss D(a, b) between per-sample L2-normalised flattened factors.
+
+  l1:         mean |a^ - b^|                       (official NormLoss p=1, paper eq. 2)
+  l2:         sqrt(mean (a^ - b^)^2)               (official NormLoss p=2)
+  cos:        mean_n (1 - <a^_n, b^_n>)            (official CosLoss)
+  partial_l2: mean (a^ - b^)^2 [a^ > b^ or b^ > 0] (OD's partial L2, b = target)
+  cka:        1 - linear_cka(a, b)                  (seed 000 Table 6a's "CKA"; batch-level)
+
+  Args:
+    a: student-side factor [N, ...].
+    b: target factor of the same shape (not stopped here; callers decide).
+    metric: one of METRICS.
+
+  Returns:
+    A scalar.
+  """
+  if metric == 'cka':
+    chex.assert_equal_shape([a, b])
+    return 1.0 - linear_cka(a, b)
+  a, b = _flat_normalised(a, b)
+  d = a - b
+  if metric == 'l1':
+    return jnp.mean(jnp.abs(d))
+  if metric == 'l2':
+    return jnp.sqrt(jnp.maximum(jnp.mean(d * d), 1e-12))
+  if metric == 'cos':
+    return jnp.mean(1.0 - jnp.sum(a * b, axis=-1))
+  if metric == 'partial_l2':
+    mask = ((a > b) | (b > 0)).astype(jnp.float32)
+    return jnp.mean(d * d * mask)
+  raise ValueError(f'unknown IE-KD metric {metric!r}; known: {METRICS}.')
+
+
+def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
+  """Dis-similarity loss: -D(a, b) for l1/l2/partial_l2, mean_n |cos(a_n, b_n)| for cos,
+  linear CKA for cka.
+
+  The cos form is the official CosLoss(negative=True) (orthogonality, seed 000
+  Sec. 3.2); the others are the paper's negative distances (eq. 3).
+  """
+  if metric == 'cos':
+    a, b = _flat_normalised(a, b)
+    return jnp.mean(jnp.abs(jnp.sum(a * b, axis=-1)))
+  if metric == 'cka':  # Table 6a "L1 + CKA": explore by lowering the CKA similarity
+    return linear_cka(a, b)
+  return -factor_distance(a, b, metric)
+
+
+def inheritance_exploration(f_inh: Array | None, f_exp: Array | None, f_t: Array, *,
+                            variant: str = 'ft', metric: str = 'l1',
+                            exp_metric: str | None = None) -> tuple[Array, Array]:
+  """(L_inh, L_exp) for IE-FT / IE-AT / IE-OD factors (seed 000 eqs. 2-3).
+
+  Args:
+    f_inh: inheritance factor [N, H, W, C'] or None (ratio 0: no inheritance part).
+    f_exp: exploration factor of the same shape, or None (ratio 1).
+    f_t: teacher factor; no gradient flows into it. Spatial sizes are matched
+      by pooling the larger map (RD convention).
+    variant: 'ft', 'at' or 'od' (see `transform`).
+    metric: inheritance metric; `exp_metric` (default: the same) for exploration.
+
+  Returns:
+    Two scalars; a missing part gives 0.
+  """
+  exp_metric = metric if exp_metric is None else exp_metric
+  f_t = jax.lax.stop_gradient(f_t)
+  zero = jnp.zeros((), jnp.float32)
+  l_inh, l_exp = zero, zero
+  if f_inh is not None:
+    s, t = losses.match_spatial(f_inh, f_t)
+    l_inh = factor_distance(transform(s, variant), transform(t, variant), metric)
+  if f_exp is not None:
+    s, t = losses.match_spatial(f_exp, f_t)
+    l_exp = exploration_distance(transform(s, variant), transform(t, variant), exp_metric)
+  return l_inh, l_exp
+
+
+def reconstruction(x: Array, y: Array, norm: str = 'l1') -> Array:
+  """Auto-encoder reconstruction loss.
+
+  'l1' = mean |x - y| (official RecLoss, default); 'l2' = mean (x - y)^2 (the
+  paper's ||f - R(f)||^2, mean-reduced so the scale does not depend on the
+  feature size).
+  """
+  chex.assert_equal_shape([x, y])
+  d = (x - y).astype(jnp.float32)
+  if norm == 'l1':
+    return jnp.mean(jnp.abs(d))
+  if norm == 'l2':
+    return jnp.mean(d * d)
+  raise ValueError(f"unknown reconstruction norm {norm!r}; known: 'l1', 'l2'.")
+
+
+def _leaky(x):
+  return nn.leaky_relu(x, negative_slope=0.1)
+
+
+class Coder(nn.Module):
+  """Three 3x3 stride-1 convs (no bias), each + BN + LeakyReLU(0.1), with a LeakyReLU first.
+
+  Channels: C_in -> C_in -> features -> features (official IE-KD `Coder(cin,
+  cout)`: `relu(), conv(cin, cin), bn, relu, conv(cin, cout), bn, relu,
+  conv(cout, cout), bn, relu` with LeakyReLU 0.1 and N(0, sqrt(2 / (9 C_out)))
+  conv init). The seed's Table 3 "deconvs" are these convs: a 3x3 transposed
+  conv at stride 1 / padding 1 is an ordinary 3x3 conv.
+
+  Attributes:
+    features: output channels.
+    leaky_input: apply the LeakyReLU to the input first (official; Table 3 has no such layer).
+  """
+  features: int
+  leaky_input: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    cin = x.shape[-1]
+    if self.leaky_input:
+      x = _leaky(x)
+    for i, c in enumerate((cin, self.features, self.features)):
+      x = common.conv(c, 3, name=f'conv{i + 1}')(x)
+      x = _leaky(common.batch_norm(train, f'bn{i + 1}')(x))
+    return x
+
+
+class FactorAutoEncoder(nn.Module):
+  """IE-KD factor auto-encoder (seed 000 Table 3, official `auto_encoder`).
+
+  encoder: C -> C -> C/r -> C/r (the factor); decoder: C/r -> C/r -> C -> C.
+  `__call__` returns (factor, reconstruction); `encode` returns the factor.
+  """
+  channels: int
+  factor_channels: int
+  leaky_input: bool = True
+
+  def setup(self):
+    self.encoder = Coder(self.factor_channels, self.leaky_input)
+    self.decoder = Coder(self.channels, self.leaky_input)
+
+  def __call__(self, x, *, train: bool):
+    factor = self.encoder(x, train=train)
+    return factor, self.decoder(factor, train=train)
+
+  def encode(self, x, *, train: bool):
+    return self.encoder(x, train=train)
+
 
 _DEFAULT_METRIC = {'ft': 'l1', 'at': 'l1', 'od': 'l2'}
 
@@ -63,13 +301,13 @@ def _check_map(info: BuildInfo, who: str, key: str, method: str):
 
 def _check_options(method, variant, metric, exp_metric, rec_norm, split, factor_ratio,
                    inherit_ratio):
-  if variant not in L.VARIANTS:
-    raise ValueError(f'{method}: variant must be one of {L.VARIANTS}, got {variant!r}.')
+  if variant not in VARIANTS:
+    raise ValueError(f'{method}: variant must be one of {VARIANTS}, got {variant!r}.')
   metric = _DEFAULT_METRIC[variant] if metric is None else metric
   exp_metric = metric if exp_metric is None else exp_metric
   for m in (metric, exp_metric):
-    if m not in L.METRICS:
-      raise ValueError(f'{method}: metric must be one of {L.METRICS}, got {m!r}.')
+    if m not in METRICS:
+      raise ValueError(f'{method}: metric must be one of {METRICS}, got {m!r}.')
   if rec_norm not in ('l1', 'l2'):
     raise ValueError(f"{method}: rec_norm must be 'l1' (official) or 'l2' (paper), "
                      f'got {rec_norm!r}.')
@@ -77,7 +315,7 @@ def _check_options(method, variant, metric, exp_metric, rec_norm, split, factor_
     raise ValueError(f"{method}: split must be 'random' or 'natural', got {split!r}.")
   if not (isinstance(factor_ratio, int) and factor_ratio >= 1):
     raise ValueError(f'{method}: factor_ratio must be an integer >= 1, got {factor_ratio!r}.')
-  L.num_inherit(1, inherit_ratio)  # range check
+  num_inherit(1, inherit_ratio)  # range check
   return metric, exp_metric
 
 
@@ -99,15 +337,15 @@ def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: s
     raise ValueError(f'{method}: teacher feature {t_key!r} has {c_t} channels, not divisible '
                      f'by factor_ratio={factor_ratio}.')
   c_f = c_t // factor_ratio
-  n_inh = L.num_inherit(c_s, inherit_ratio)
+  n_inh = num_inherit(c_s, inherit_ratio)
   n_exp = c_s - n_inh
   (hs, ws), (ht, wt) = s_shape[1:3], t_shape[1:3]
   if not ((hs >= ht and ws >= wt) or (hs <= ht and ws <= wt)):
     raise ValueError(f'{method}: student {s_key!r} ({hs}x{ws}) and {t_who} {t_key!r} '
                      f'({ht}x{wt}) cannot be matched by pooling the larger map.')
 
-  ae = ie_modules.FactorAutoEncoder(c_t, c_f, leaky_input=leaky_input)
-  enc = ie_modules.Coder(c_f, leaky_input=leaky_input)
+  ae = FactorAutoEncoder(c_t, c_f, leaky_input=leaky_input)
+  enc = Coder(c_f, leaky_input=leaky_input)
 
   def init(rng, ctx: Context):
     k_ae, k_inh, k_exp, k_perm = jax.random.split(rng, 4)
@@ -121,7 +359,7 @@ def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: s
         v = enc.init(k, s_feat[..., :n], train=False)
         params[part], stats[part] = v['params'], v['batch_stats']
     if split == 'random':
-      perm = L.split_permutation(k_perm, c_s)
+      perm = split_permutation(k_perm, c_s)
     else:
       perm = jnp.arange(c_s, dtype=jnp.int32)
     return {'params': params, 'batch_stats': stats, 'ie_split': {'perm': perm}}
@@ -137,28 +375,28 @@ def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: s
     total = jnp.zeros((), jnp.float32)
     if phase == 'ae' or online:
       x = t_feat if (online and rec_backbone_grad) else jax.lax.stop_gradient(t_feat)
-      (factor_t, recon), stats['ae'] = ie_modules.apply_bn_module(ae, ae_vars(aux), x,
+      (factor_t, recon), stats['ae'] = modules.apply_variables(ae, ae_vars(aux), x,
                                                                    train=ctx.train)
-      rec = L.reconstruction(x, recon, rec_norm)
+      rec = reconstruction(x, recon, rec_norm)
       metrics['rec'] = rec
       if phase == 'ae':
         return rec, metrics, {'batch_stats': stats}
       total = total + rec_weight * rec
     else:
-      factor_t, new = ie_modules.apply_bn_module(
+      factor_t, new = modules.apply_variables(
           ae, ae_vars(aux), jax.lax.stop_gradient(t_feat), train=ctx.train and ae_train_mode,
-          method=ie_modules.FactorAutoEncoder.encode)
+          method=FactorAutoEncoder.encode)
       stats['ae'] = new
     factor_t = jax.lax.stop_gradient(factor_t)
 
     perm = aux['ie_split']['perm']
-    f_inh, f_exp = L.channel_split(ctx.student[s_key], perm, n_inh)
+    f_inh, f_exp = channel_split(ctx.student[s_key], perm, n_inh)
     factors = {}
     for part, f, n in (('inh', f_inh, n_inh), ('exp', f_exp, n_exp)):
       if n:
         v = {'params': aux['params'][part], 'batch_stats': aux['batch_stats'][part]}
-        factors[part], stats[part] = ie_modules.apply_bn_module(enc, v, f, train=ctx.train)
-    l_inh, l_exp = L.inheritance_exploration(factors.get('inh'), factors.get('exp'), factor_t,
+        factors[part], stats[part] = modules.apply_variables(enc, v, f, train=ctx.train)
+    l_inh, l_exp = inheritance_exploration(factors.get('inh'), factors.get('exp'), factor_t,
                                              variant=variant, metric=metric,
                                              exp_metric=exp_metric)
     metrics.update(inh=l_inh, exp=l_exp)
@@ -221,8 +459,12 @@ def _variant_builder(variant: str):
 
 build_ie_ft = register_method('ie_ft', family='features', paper='IE-KD (seed 000): IE-FT')(
     _variant_builder('ft'))
+
+
 build_ie_at = register_method('ie_at', family='features', paper='IE-KD (seed 000): IE-AT')(
     _variant_builder('at'))
+
+
 build_ie_od = register_method('ie_od', family='features', paper='IE-KD (seed 000): IE-OD')(
     _variant_builder('od'))
 

@@ -13,7 +13,7 @@ Synopsis:
   The term adds an extra linear head z_cls on stop_gradient(pooled) trained
   with CE (`cls_weight`), and returns
       cls_weight * CE(z_cls, y) + alpha * tau^2 * mean_i w_i KL(p_t^tau || p_kd^tau)_i
-  with w from `kdjax.losses.ipwd.ipw_weights` (pi = sigmoid(log p_kd(y) -
+  with w from `ipw_weights` (pi = sigmoid(log p_kd(y) -
   log p_cls(y)), w = clip(1/pi, 1, 10) / batch mean, stop_gradient). The
   step's ce_weight * CE(z_kd, y) completes METHODS.md's loss.
 
@@ -36,18 +36,125 @@ Synopsis:
   circular); the dagger head reads the same features as the CE head
   (`detach_features` applies to both). Variables: with dagger the extra heads'
   params are nested as {'cls': ..., 'dagger': ...} (without: the CE head's, flat).
+
+Losses:
+IPWD (seed 004): inverse-probability-weighted distillation, pure functions.
+
+Synopsis:
+  w = ipw_weights(kd_logits, cls_logits, labels)                 # stop-gradient, mean 1
+  loss = CE(z_kd, y) + CE(z_cls, y) + alpha * weighted_kd(z_kd, z_t, w, temperature=4.0)
+
+The appendix (seed 004) gives the structure: a KD-trained output z_kd (the
+student's head) and a CE-trained output z_cls (an extra head on the same
+features) whose disagreement on the label estimates how well the teacher's
+("machine") domain covers each sample. The main-text estimator was not
+available, so kdjax fixes it as METHODS.md section 4 states:
+
+  pi_i = p_kd(y_i|x_i) / (p_kd(y_i|x_i) + p_cls(y_i|x_i))
+       = sigmoid(log p_kd(y_i) - log p_cls(y_i))                 ('prob_ratio', default)
+  w_i  = clip(1 / pi_i, w_min, w_max), then w / mean(w)          (stabilised IPW)
+
+A secondary source reports w = 1 + H(z_cls, y) / H(z_kd, y) ('ce_ratio');
+note it up-weights samples the KD head already fits, the opposite of the
+stated intent. Both are clipped and normalised the same way.
 """
 
 from __future__ import annotations
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill import ie_modules
 from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.models import common
 from kdjax.distill.methods.pskd import pskd_memory_init, pskd_objective
-from kdjax.losses import ipwd as L
+
+Array = jax.Array
+
+
+ESTIMATORS = ('prob_ratio', 'ce_ratio')
+
+
+def _log_p_label(logits: Array, labels: Array) -> Array:
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+
+def propensity(kd_logits: Array, cls_logits: Array, labels: Array) -> Array:
+  """pi = sigmoid(log p_kd(y) - log p_cls(y)) at tau 1, per sample [N] (no gradient)."""
+  kd_logits, cls_logits = jax.lax.stop_gradient((kd_logits, cls_logits))
+  return jax.nn.sigmoid(_log_p_label(kd_logits, labels) - _log_p_label(cls_logits, labels))
+
+
+def ipw_weights(kd_logits: Array, cls_logits: Array, labels: Array, *,
+                estimator: str = 'prob_ratio', w_min: float = 1.0, w_max: float = 10.0,
+                normalize: bool = True) -> Array:
+  """Per-sample weights [N], clipped to [w_min, w_max], normalised to batch mean 1, stopped.
+
+  Args:
+    kd_logits: [N, K] the KD-trained output z_kd.
+    cls_logits: [N, K] the CE-trained output z_cls.
+    labels: [N] integer labels.
+    estimator: 'prob_ratio' (w = 1 / pi) or 'ce_ratio' (w = 1 + H_cls / H_kd).
+    w_min, w_max: clipping range applied before normalisation.
+    normalize: divide by the batch mean (stabilised IPW).
+
+  Returns:
+    [N] float32 weights with no gradient.
+  """
+  chex.assert_rank([kd_logits, cls_logits], 2)
+  chex.assert_equal_shape([kd_logits, cls_logits])
+  kd_logits, cls_logits = jax.lax.stop_gradient((kd_logits, cls_logits))
+  if estimator == 'prob_ratio':
+    w = 1.0 / propensity(kd_logits, cls_logits, labels)
+  elif estimator == 'ce_ratio':
+    h_kd = optax.softmax_cross_entropy_with_integer_labels(kd_logits.astype(jnp.float32), labels)
+    h_cls = optax.softmax_cross_entropy_with_integer_labels(cls_logits.astype(jnp.float32), labels)
+    w = 1.0 + h_cls / jnp.maximum(h_kd, 1e-7)
+  else:
+    raise ValueError(f'unknown IPWD estimator {estimator!r}; known: {ESTIMATORS}.')
+  w = jnp.clip(w, w_min, w_max)
+  if normalize:
+    w = w / jnp.mean(w)
+  return jax.lax.stop_gradient(w)
+
+
+def weighted_kd(student_logits: Array, teacher: Array, weights: Array, *,
+                temperature: float = 4.0, teacher_is_probs: bool = False) -> Array:
+  """tau^2 * mean_i w_i KL(p_t^tau || p_s^tau)_i.
+
+  Args:
+    student_logits: [N, K].
+    teacher: [N, K] teacher logits, or a probability distribution when
+      `teacher_is_probs` (e.g. PS-KD's progressive target); a distribution q
+      is tempered as softmax(log q / tau).
+    weights: [N] per-sample weights (stopped).
+    temperature: tau.
+
+  Returns:
+    A scalar.
+  """
+  chex.assert_rank([student_logits, teacher], 2)
+  chex.assert_equal_shape([student_logits, teacher])
+  teacher = jax.lax.stop_gradient(teacher).astype(jnp.float32)
+  if teacher_is_probs:
+    teacher = jnp.log(jnp.maximum(teacher, 1e-12))
+  log_pt = jax.nn.log_softmax(teacher / temperature, axis=-1)
+  log_ps = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  kl = jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
+  return temperature ** 2 * jnp.mean(jax.lax.stop_gradient(weights) * kl)
+
+
+class ExtraHead(nn.Module):
+  """IPWD's extra linear classifier (PyTorch nn.Linear init, as every model's `head`)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.num_classes, kernel_init=common.dense_kernel_init,
+                    bias_init=nn.initializers.zeros, name='fc')(x)
 
 
 @register_method('ipwd', family='logits', paper='Niu et al. 2022, Respecting Transfer Gap in '
@@ -70,8 +177,8 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
   with its own per-sample memory; alpha_T as PS-KD). dagger: IPWD-dagger
   (appendix Table 4; a KD-only extra head gives the propensity's KD-aware output).
   """
-  if estimator not in L.ESTIMATORS:
-    raise ValueError(f'ipwd: estimator must be one of {L.ESTIMATORS}, got {estimator!r}.')
+  if estimator not in ESTIMATORS:
+    raise ValueError(f'ipwd: estimator must be one of {ESTIMATORS}, got {estimator!r}.')
   if teacher_source not in ('teacher', 'pskd'):
     raise ValueError(f"ipwd: teacher_source must be 'teacher' or 'pskd', got {teacher_source!r}.")
   if not (0 < w_min <= w_max):
@@ -104,7 +211,7 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
     if tuple(c_shape[1:]) != tuple(k_shape[1:]):
       raise ValueError(f'ipwd: cls_feature {cls_feature!r} {tuple(c_shape)} must be logits like '
                        f'{logits_feature!r} {tuple(k_shape)}.')
-  head = ie_modules.ExtraHead(info.num_classes)
+  head = ExtraHead(info.num_classes)
 
   def init(rng, ctx: Context):
     out = {}
@@ -137,11 +244,11 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
     z_aware = z_kd
     if dagger:  # IPWD-dagger: the KD-aware output is a head trained with plain KD only
       z_aware = head.apply({'params': aux['params']['dagger']}, f)
-      kd_dag = L.weighted_kd(z_aware, ctx.teacher['logits'], jnp.ones(z_aware.shape[:1]),
+      kd_dag = weighted_kd(z_aware, ctx.teacher['logits'], jnp.ones(z_aware.shape[:1]),
                              temperature=temperature)
       extra = alpha * kd_dag
       metrics['kd_dagger'] = kd_dag
-    w = L.ipw_weights(z_aware, z_cls, ctx.labels, estimator=estimator, w_min=w_min, w_max=w_max,
+    w = ipw_weights(z_aware, z_cls, ctx.labels, estimator=estimator, w_min=w_min, w_max=w_max,
                       normalize=normalize)
     if warmup_epochs > 0:
       w = jnp.where(ctx.progress >= warmup_epochs, w, jnp.ones_like(w))
@@ -150,9 +257,9 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
       target, alpha_t, memory = pskd_objective(aux['pskd']['memory'], z_kd, ctx, alpha_T=alpha_T)
       state['pskd'] = {'memory': memory}
       metrics['alpha_t'] = alpha_t
-      kd = L.weighted_kd(z_kd, target, w, temperature=temperature, teacher_is_probs=True)
+      kd = weighted_kd(z_kd, target, w, temperature=temperature, teacher_is_probs=True)
     else:
-      kd = L.weighted_kd(z_kd, ctx.teacher['logits'], w, temperature=temperature)
+      kd = weighted_kd(z_kd, ctx.teacher['logits'], w, temperature=temperature)
     metrics.update(ce_cls=ce_cls, kd=kd, w_max=jnp.max(w), w_min=jnp.min(w),
                    cls_accuracy=jnp.mean(jnp.argmax(z_cls, -1) == ctx.labels))
     return cls_weight * ce_cls + alpha * kd + extra, metrics, state

@@ -17,10 +17,91 @@ pooling the larger one (kdjax extension).
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.distill.methods import aux_common as ac
-from kdjax.losses import aux_losses
+from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.models.common import batch_norm
+
+Array = jax.Array
+
+
+def _phi(x):
+  return jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _cdf(x):
+  return 0.5 * (1.0 + jax.scipy.special.erf(x / math.sqrt(2.0)))
+
+
+def ofd_margin(gamma: Array, beta: Array) -> Array:
+  """Per-channel OFD margin from the BN before the ReLU (official `get_margin_from_BN`).
+
+  With s = |gamma|, m = beta: if Phi(-m/s) > 0.001, margin = m - s phi(m/s) / Phi(-m/s)
+  (the mean of N(m, s^2) below 0), else -3 s. A channel with s = 0 gets margin
+  min(m, 0) (its pre-ReLU value is the constant m).
+  """
+  s = jnp.abs(losses.f32(gamma))
+  m = losses.f32(beta)
+  safe_s = jnp.where(s > 0, s, 1.0)
+  p = _cdf(-m / safe_s)
+  safe_p = jnp.where(p > 0.001, p, 1.0)
+  margin = jnp.where(p > 0.001, m - safe_s * _phi(m / safe_s) / safe_p, -3.0 * s)
+  return jnp.where(s > 0, margin, jnp.minimum(m, 0.0))
+
+
+def ofd_partial_l2(source: Array, target: Array, margin: Array) -> Array:
+  """Official `distillation_loss`: t' = max(t, margin); sum (s - t')^2 1[(s > t') or (t' > 0)].
+
+  `margin` broadcasts against the channel axis (shape [C]). Zero when s = t'
+  wherever t' > 0 and s <= t' elsewhere.
+  """
+  s = losses.f32(source)
+  t = jnp.maximum(jax.lax.stop_gradient(losses.f32(target)), losses.f32(margin))
+  mask = (s > t) | (t > 0)
+  return jnp.sum(jnp.square(s - t) * mask)
+
+
+def ofd_loss(sources: Sequence[Array], targets: Sequence[Array],
+             margins: Sequence[Array]) -> Array:
+  """OFD distillation summed over stages with weights 1/2^(n-i-1), divided by N.
+
+  The official CIFAR code further divides by 1000 (the term weight 1e-3 here).
+  Where the connected student map and the teacher map differ in size, the
+  larger is adaptive-average-pooled to the smaller (teacher after the margin
+  clamp), a kdjax extension for cross-architecture pairs.
+  """
+  n = sources[0].shape[0]
+  num = len(sources)
+  total = jnp.zeros((), jnp.float32)
+  for i, (s, t, m) in enumerate(zip(sources, targets, margins)):
+    t = jnp.maximum(jax.lax.stop_gradient(losses.f32(t)), losses.f32(m))
+    s, t = losses.match_spatial(losses.f32(s), t)
+    total += ofd_partial_l2(s, t, m) / 2.0 ** (num - i - 1)
+  return total / n
+
+
+class OFDConnector(nn.Module):
+  """OFD student connector (Heo et al. 2019, official `build_feature_connector`).
+
+  1x1 conv C_s->C_t without bias, init N(0, sqrt(2 / (1*1*C_t))), then BN
+  (gamma 1, beta 0).
+  """
+  t_channels: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(self.t_channels, (1, 1), use_bias=False,
+                kernel_init=nn.initializers.normal(math.sqrt(2.0 / self.t_channels)),
+                name='conv')(x)
+    return batch_norm(train, 'bn')(x)
 
 
 def _lookup(tree, path):
@@ -40,7 +121,7 @@ def teacher_margins(teacher_params, bn_paths, channels):
       raise ValueError(f'ofd: the teacher BN at {"/".join(path)} has {gamma.shape[0]} channels '
                        f'but its feature has {c}; OFD needs the BN that directly precedes the '
                        'ReLU of the whole map.')
-    out.append(aux_losses.ofd_margin(gamma, beta))
+    out.append(ofd_margin(gamma, beta))
   return out
 
 
@@ -49,10 +130,10 @@ def teacher_margins(teacher_params, bn_paths, channels):
 def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
               teacher_features=None) -> Term:
   """OFD: connector + margin-clamped partial L2 on pre-ReLU stage maps (weight 1e-3, /N)."""
-  s_keys, t_keys = ac.feature_pair(info, 'ofd', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'ofd', student_features, teacher_features,
                                    lambda: info.stages('student', preact=True),
                                    lambda: info.stages('teacher', preact=True))
-  ac.require_maps(info, 'ofd', s_keys, t_keys)
+  checks.require_maps(info, 'ofd', s_keys, t_keys)
   if info.teacher_arch.startswith('shufflenetv2'):
     raise ValueError('ofd: a shufflenetv2 teacher has no BN in front of the whole pre-ReLU map '
                      '(half of its channels bypass it), so OFD margins are undefined.')
@@ -65,13 +146,13 @@ def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
   channels = []
   conns = []
   for ks, kt in zip(s_keys, t_keys):
-    s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
-    ac.require_poolable('ofd', ks, kt, s, t)
+    s, t = checks.shape(info, 'student', ks), checks.shape(info, 'teacher', kt)
+    checks.require_poolable('ofd', ks, kt, s, t)
     channels.append(t[-1])
-    conns.append(modules.OFDConnector(t[-1]))
+    conns.append(OFDConnector(t[-1]))
 
   def init(rng, ctx: Context):
-    return ac.init_modules(rng, {f'connector{i}': (m, ctx.student[k])
+    return modules.init_modules(rng, {f'connector{i}': (m, ctx.student[k])
                                  for i, (m, k) in enumerate(zip(conns, s_keys))})
 
   def loss(aux, ctx: Context):
@@ -80,8 +161,8 @@ def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
     margins = teacher_margins(ctx.teacher_variables['params'], paths, channels)
     stats, outs = {}, []
     for i, ks in enumerate(s_keys):
-      outs.append(ac.apply_module(conns[i], aux, f'connector{i}', ctx.student[ks], ctx.train,
+      outs.append(modules.apply_module(conns[i], aux, f'connector{i}', ctx.student[ks], ctx.train,
                                   stats))
-    value = aux_losses.ofd_loss(outs, [ctx.teacher[k] for k in t_keys], margins)
-    return value, {}, ac.state_out(aux, stats)
+    value = ofd_loss(outs, [ctx.teacher[k] for k in t_keys], margins)
+    return value, {}, modules.state_out(aux, stats)
   return Term(name='ofd', method='ofd', weight=float(weight), loss=loss, init=init)

@@ -40,18 +40,118 @@ Earlier layers (seed 003 Table 1, last three rows; `layers=('stage1', 'stage2', 
   conv3, conv4, so Table 1's conv2 / conv3 / conv2+3+4 are kdjax's stage1 /
   stage2 / (stage1, stage2, last); `seed_configs.srrl(..., 'layers=conv2')` does
   that mapping.
+
+Losses:
+SRRL (seed 003): feature matching + softmax regression through the teacher's classifier.
+
+Synopsis:
+  h = connector(student_last_map)                      # 1x1 conv + BN + ReLU (C_s -> C_t)
+  v_s = mean_hw(h); v_t = teacher 'pooled'
+  l_fm = feature_matching(v_s, v_t)
+  z_sc = teacher_head(v_s, kernel_t, bias_t)           # frozen teacher FC
+  l_sr = softmax_regression(z_sc, teacher_logits, labels, kind='mse')
+  loss = alpha * l_fm + beta * l_sr
+
+Sources: seed 003 eqs. (3), (4), (7), (8) and Table 9; official code
+jingyang2017/KD_SRRL and jingyang2017/SRD_ossl (`transfer_conv`, MSE with
+mean reduction for both terms).
 """
 
 from __future__ import annotations
 
+import math
+
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
+from kdjax import losses
 from kdjax import models
-
-from kdjax.distill import ie_modules
+from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.losses import srrl as L
+from kdjax.models import common
+
+Array = jax.Array
+
+
+SR_KINDS = ('mse', 'ce', 'kl')
+
+
+def feature_matching(student_vec: Array, teacher_vec: Array) -> Array:
+  """L_FM = mean over N*C_t of (v_s - v_t)^2 (official code; the paper sums over HW)."""
+  chex.assert_rank([student_vec, teacher_vec], 2)
+  chex.assert_equal_shape([student_vec, teacher_vec])
+  d = student_vec.astype(jnp.float32) - jax.lax.stop_gradient(teacher_vec).astype(jnp.float32)
+  return jnp.mean(d * d)
+
+
+def teacher_head(vec: Array, kernel: Array, bias: Array | None) -> Array:
+  """z = vec @ W_T + b_T with the teacher's classifier frozen (stop_gradient on W_T, b_T).
+
+  Gradients flow into `vec` (the connector and the student), never into W_T, b_T.
+  """
+  chex.assert_rank([vec, kernel], 2)
+  z = vec.astype(jnp.float32) @ jax.lax.stop_gradient(kernel).astype(jnp.float32)
+  if bias is not None:
+    z = z + jax.lax.stop_gradient(bias).astype(jnp.float32)
+  return z
+
+
+def softmax_regression(z_sc: Array, teacher_logits: Array, labels: Array | None = None, *,
+                       kind: str = 'mse', temperature: float = 4.0) -> Array:
+  """L_SR on the student's features classified by the teacher's head.
+
+  'mse': mean over N*K of (z_sc - z_t)^2 (eq. 7, official, best in Table 9);
+  'ce':  CE(z_sc, y) (eq. 4);
+  'kl':  tau^2 KL(p_t^tau || p_sc^tau) (Table 9's KL variant).
+  """
+  chex.assert_rank([z_sc, teacher_logits], 2)
+  chex.assert_equal_shape([z_sc, teacher_logits])
+  zt = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+  if kind == 'mse':
+    return jnp.mean(jnp.square(z_sc.astype(jnp.float32) - zt))
+  if kind == 'ce':
+    if labels is None:
+      raise ValueError("softmax_regression(kind='ce') needs labels.")
+    return optax.softmax_cross_entropy_with_integer_labels(z_sc.astype(jnp.float32), labels).mean()
+  if kind == 'kl':
+    return losses.kd(z_sc, zt, temperature=temperature)
+  raise ValueError(f'unknown SRRL L_SR kind {kind!r}; known: {SR_KINDS}.')
+
+
+def adain(x: Array, y: Array, eps: float = 1e-5) -> Array:
+  """AdaIN (Huang & Belongie 2017): sigma(y) (x - mu(x)) / sigma(x) + mu(y).
+
+  Per sample and channel over H, W of NHWC maps; sigma = sqrt(biased variance + eps)
+  (the same eps under both square roots). x and y must agree in N and C; their H, W may
+  differ. Gradients flow into x and y (stop y yourself if it is a frozen target).
+  """
+  chex.assert_rank([x, y], 4)
+  if x.shape[0] != y.shape[0] or x.shape[-1] != y.shape[-1]:
+    raise ValueError(f'adain: x {x.shape} and y {y.shape} must agree in batch and channels.')
+  x = x.astype(jnp.float32)
+  y = y.astype(jnp.float32)
+  mu_x = jnp.mean(x, axis=(1, 2), keepdims=True)
+  mu_y = jnp.mean(y, axis=(1, 2), keepdims=True)
+  sd_x = jnp.sqrt(jnp.var(x, axis=(1, 2), keepdims=True) + eps)
+  sd_y = jnp.sqrt(jnp.var(y, axis=(1, 2), keepdims=True) + eps)
+  return sd_y * (x - mu_x) / sd_x + mu_y
+
+
+class SRRLConnector(nn.Module):
+  """SRRL `transfer_conv`: 1x1 conv C_s -> C_t without bias, init N(0, sqrt(2 / C_t)), BN, ReLU."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    std = math.sqrt(2.0 / self.features)  # n = k * k * out_channels with k = 1
+    x = nn.Conv(self.features, (1, 1), use_bias=False,
+                kernel_init=nn.initializers.normal(stddev=std), name='conv')(x)
+    x = common.batch_norm(train, 'bn', scale_init=nn.initializers.ones,
+                          bias_init=nn.initializers.zeros)(x)
+    return nn.relu(x)
 
 
 @register_method('srrl', family='features', paper='Yang et al. 2021, Knowledge Distillation '
@@ -73,8 +173,8 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
   if len(t_shape) != 2:
     raise ValueError(f'srrl: teacher feature {teacher_feature!r} must be the pooled vector '
                      f'that feeds the teacher head, got shape {tuple(t_shape)}.')
-  if sr_loss not in L.SR_KINDS:
-    raise ValueError(f'srrl: sr_loss must be one of {L.SR_KINDS}, got {sr_loss!r}.')
+  if sr_loss not in SR_KINDS:
+    raise ValueError(f'srrl: sr_loss must be one of {SR_KINDS}, got {sr_loss!r}.')
   for k, v in dict(alpha=alpha, beta=beta).items():
     if not (isinstance(v, (int, float)) and v >= 0):
       raise ValueError(f'srrl: {k} must be >= 0, got {v!r}.')
@@ -84,7 +184,7 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
   teacher_model = None
   for layer in layers:
     if layer == 'last':
-      specs[layer] = (student_feature, teacher_feature, None, ie_modules.SRRLConnector(c_t))
+      specs[layer] = (student_feature, teacher_feature, None, SRRLConnector(c_t))
       continue
     k = int(layer[len('stage'):])
     s_map = info.feature('student', layer).shape
@@ -98,7 +198,7 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
                        f'differ in H, W; AdaIN into the teacher needs the same spatial size.')
     if teacher_model is None:
       teacher_model = _teacher_model(info)
-    specs[layer] = (layer, layer, k, ie_modules.SRRLConnector(int(t_map[-1])))
+    specs[layer] = (layer, layer, k, SRRLConnector(int(t_map[-1])))
   single = layers == ('last',)
 
   def init(rng, ctx: Context):
@@ -113,7 +213,7 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
 
   def layer_loss(layer, variables, ctx: Context):
     s_key, t_key, k, conn = specs[layer]
-    h, stats = ie_modules.apply_bn_module(conn, variables, ctx.student[s_key], train=ctx.train)
+    h, stats = modules.apply_variables(conn, variables, ctx.student[s_key], train=ctx.train)
     v_s = jnp.mean(h, axis=(1, 2))
     t_feat = jax.lax.stop_gradient(ctx.teacher[t_key])
     if k is None:
@@ -121,15 +221,15 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
       if head['kernel'].shape != (c_t, t_logits[-1]):
         raise ValueError(f'srrl: teacher head {teacher_head!r} has kernel {head["kernel"].shape}, '
                          f'expected {(c_t, t_logits[-1])}.')
-      l_fm = L.feature_matching(v_s, t_feat)
-      z_sc = L.teacher_head(v_s, head['kernel'], head.get('bias'))
+      l_fm = feature_matching(v_s, t_feat)
+      z_sc = teacher_head(v_s, head['kernel'], head.get('bias'))
     else:
-      l_fm = L.feature_matching(v_s, jnp.mean(t_feat, axis=(1, 2)))
+      l_fm = feature_matching(v_s, jnp.mean(t_feat, axis=(1, 2)))
       tvars = jax.lax.stop_gradient({'params': ctx.teacher_variables['params'],
                                      'batch_stats': ctx.teacher_variables['batch_stats']})
-      z_sc = teacher_model.apply(tvars, L.adain(h, t_feat), k, train=False,
+      z_sc = teacher_model.apply(tvars, adain(h, t_feat), k, train=False,
                                  method='forward_from')
-    l_sr = L.softmax_regression(z_sc, ctx.teacher['logits'], ctx.labels, kind=sr_loss,
+    l_sr = softmax_regression(z_sc, ctx.teacher['logits'], ctx.labels, kind=sr_loss,
                                 temperature=temperature)
     return l_fm, l_sr, stats
 

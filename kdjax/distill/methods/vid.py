@@ -12,11 +12,53 @@ the regressor, as RD).
 
 from __future__ import annotations
 
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax import losses
+from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
-from kdjax.distill.methods import aux_common as ac
-from kdjax.losses import aux_losses
-from kdjax.losses.features import adaptive_avg_pool_to
+from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+
+Array = jax.Array
+
+
+def vid_nll(mean: Array, var: Array, target: Array) -> Array:
+  """RD `VIDLoss`: mean over N*C*H*W of 0.5 [(mu - t)^2 / sigma^2 + log sigma^2]."""
+  chex.assert_equal_shape([mean, target])
+  var = losses.f32(var)
+  return jnp.mean(0.5 * (jnp.square(losses.f32(mean) - jax.lax.stop_gradient(losses.f32(target))) / var + jnp.log(var)))
+
+
+def softplus_inverse(y: float) -> float:
+  return float(np.log(np.expm1(y)))
+
+
+class VIDRegressor(nn.Module):
+  """Variational information distillation head (Ahn et al. 2019; RD `VIDLoss`).
+
+  mu = 1x1 convs C_s->mid, ReLU, mid->mid, ReLU, mid->C_t (no bias, no BN);
+  per-channel variance sigma^2 = softplus(log_scale) + eps with log_scale
+  initialised so that sigma^2 = init_var (RD: softplus^-1(init_var - eps)).
+  Returns (mu, sigma^2 [C_t]).
+  """
+  mid_channels: int
+  out_channels: int
+  init_var: float = 5.0
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    c = x.shape[-1]
+    x = nn.relu(modules.conv(self.mid_channels, 1, c, bias=False, name='conv0')(x))
+    x = nn.relu(modules.conv(self.mid_channels, 1, self.mid_channels, bias=False, name='conv1')(x))
+    mu = modules.conv(self.out_channels, 1, self.mid_channels, bias=False, name='conv2')(x)
+    init = softplus_inverse(self.init_var - self.eps)
+    log_scale = self.param('log_scale', nn.initializers.constant(init), (self.out_channels,))
+    return mu, nn.softplus(log_scale) + self.eps
 
 
 @register_method('vid', family='features', paper='Ahn et al. 2019, Variational Information '
@@ -24,24 +66,24 @@ from kdjax.losses.features import adaptive_avg_pool_to
 def build_vid(info: BuildInfo, *, weight: float = 1.0, init_var: float = 5.0, eps: float = 1e-5,
               student_features=None, teacher_features=None) -> Term:
   """VID: Gaussian NLL of the teacher maps under 1x1-conv regressors of the student maps."""
-  s_keys, t_keys = ac.feature_pair(info, 'vid', student_features, teacher_features,
+  s_keys, t_keys = resolve_feature_pair(info, 'vid', student_features, teacher_features,
                                    lambda: info.stages('student'), lambda: info.stages('teacher'))
-  ac.require_maps(info, 'vid', s_keys, t_keys)
-  ac.positive('vid', eps=eps)
+  checks.require_maps(info, 'vid', s_keys, t_keys)
+  checks.positive('vid', eps=eps)
   if not init_var > eps:
     raise ValueError(f'vid: init_var must exceed eps={eps}, got {init_var!r}.')
   regs = []
   for ks, kt in zip(s_keys, t_keys):
-    s, t = ac.shape(info, 'student', ks), ac.shape(info, 'teacher', kt)
-    ac.require_poolable('vid', ks, kt, s, t)
-    regs.append(modules.VIDRegressor(t[-1], t[-1], init_var=init_var, eps=eps))
+    s, t = checks.shape(info, 'student', ks), checks.shape(info, 'teacher', kt)
+    checks.require_poolable('vid', ks, kt, s, t)
+    regs.append(VIDRegressor(t[-1], t[-1], init_var=init_var, eps=eps))
 
   def _match(x, y):
     hx, hy = x.shape[1:3], y.shape[1:3]
     if hx[0] > hy[0] or hx[1] > hy[1]:
-      return adaptive_avg_pool_to(x, tuple(hy)), y
+      return losses.adaptive_avg_pool_to(x, tuple(hy)), y
     if hx != hy:
-      return x, adaptive_avg_pool_to(y, tuple(hx))
+      return x, losses.adaptive_avg_pool_to(y, tuple(hx))
     return x, y
 
   def init(rng, ctx: Context):
@@ -49,14 +91,14 @@ def build_vid(info: BuildInfo, *, weight: float = 1.0, init_var: float = 5.0, ep
     for i, (ks, kt) in enumerate(zip(s_keys, t_keys)):
       x, _ = _match(ctx.student[ks], ctx.teacher[kt])
       mods[f'layer{i}'] = (regs[i], x)
-    return ac.init_modules(rng, mods)
+    return modules.init_modules(rng, mods)
 
   def loss(aux, ctx: Context):
     total, metrics = 0.0, {}
     for i, (ks, kt) in enumerate(zip(s_keys, t_keys)):
       x, y = _match(ctx.student[ks], ctx.teacher[kt])
-      mu, var = ac.apply_module(regs[i], aux, f'layer{i}', x, ctx.train, {})
-      total = total + aux_losses.vid_nll(mu, var, y)
+      mu, var = modules.apply_module(regs[i], aux, f'layer{i}', x, ctx.train, {})
+      total = total + vid_nll(mu, var, y)
       metrics[f'var{i}'] = var.mean()
     return total, metrics, {}
   return Term(name='vid', method='vid', weight=float(weight), loss=loss, init=init)
