@@ -12,7 +12,10 @@ import pytest
 from tfds_helpers import prepare_metadata as _prepare_metadata
 
 from kdjax import data
-from kdjax.data import augment, digits, tfds_source, transforms
+import subprocess
+import sys
+
+from kdjax.data import augment, digits, registry, tfds_source, transforms
 
 
 # --------------------------------------------------------------------------- digits
@@ -60,7 +63,7 @@ def test_unknown_name_lists_known_and_suggests():
 
 # --------------------------------------------------------------------------- TFDS
 
-@pytest.mark.parametrize('name,classes,mean', [('cifar10', 10, tfds_source.CIFAR10_MEAN),
+@pytest.mark.parametrize('name,classes,mean', [('cifar10', 10, registry.CIFAR10_MEAN),
                                                ('cifar100', 100, (0.5071, 0.4867, 0.4408))])
 def test_cifar_loads_through_data_source(tmp_path, name, classes, mean):
   import tensorflow_datasets as tfds
@@ -78,6 +81,69 @@ def test_cifar_loads_through_data_source(tmp_path, name, classes, mean):
   np.testing.assert_array_equal(noisy.clean_train_labels, ds.train_labels)
   np.testing.assert_array_equal(noisy.test_labels, ds.test_labels)
   np.testing.assert_array_equal(noisy.test_images, ds.test_images)
+
+
+def test_stl10_native_and_downsampled_to_32(tmp_path):
+  """CRD's linear-probe STL-10: data.image_size=32 resamples the 96x96 images; 0 keeps them."""
+  import tensorflow_datasets as tfds
+  _prepare_metadata(tmp_path, 'stl10', [('train', 5000), ('test', 8000)])
+  with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path)):
+    native = data.load({'name': 'stl10', 'data_dir': str(tmp_path), 'image_size': 0})
+    small = data.load({'name': 'stl10', 'data_dir': str(tmp_path), 'image_size': 32})
+  assert native.image_shape == (96, 96, 3) and native.train_images.shape == (6, 96, 96, 3)
+  assert small.image_shape == (32, 32, 3) and small.test_images.shape == (6, 32, 32, 3)
+  assert small.num_classes == 10 and small.mean == registry.STL10_MEAN
+  np.testing.assert_array_equal(small.train_labels, native.train_labels)
+  np.testing.assert_array_equal(small.train_images, data._resize_all(native.train_images, 32))
+
+
+def test_resize_is_antialiased_bilinear():
+  """A horizontal ramp 2x + 10 shrunk 3x: interior pixel i samples the input at 3i + 1."""
+  ramp = np.tile((2 * np.arange(96) + 10)[None, :, None], (96, 1, 3)).astype(np.uint8)
+  out = data._resize_all(ramp[None], 32)[0]
+  assert out.shape == (32, 32, 3)
+  np.testing.assert_array_equal(out[10, 1:31, 0], 6 * np.arange(1, 31) + 12)
+  flat = np.full((1, 96, 96, 1), 77, np.uint8)
+  np.testing.assert_array_equal(data._resize_all(flat, 32), 77)
+
+
+def test_a_new_tfds_dataset_is_one_registry_entry(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+  spec = registry.DatasetSpec('my_cifar', 'tfds', 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                              image_shape=(32, 32, 3), tfds_name='cifar10')
+  monkeypatch.setitem(registry._SPECS, 'my_cifar', spec)
+  _prepare_metadata(tmp_path, 'cifar10', [('train', 50000), ('test', 10000)])
+  with tfds.testing.mock_data(num_examples=5, data_dir=str(tmp_path)):
+    ds = data.load({'name': 'my_cifar', 'data_dir': str(tmp_path)})
+  assert ds.name == 'my_cifar' and ds.mean == (0.5, 0.5, 0.5) and ds.train_images.shape[0] == 5
+  assert data.spec('my_cifar') is spec
+  with pytest.raises(ValueError, match='already registered'):
+    registry.register(registry.get('cifar10'))
+  with pytest.raises(ValueError, match='loader must be one of'):
+    registry.DatasetSpec('x', 'csv', 10, None, None)
+  with pytest.raises(ValueError, match='needs image_shape'):
+    registry.DatasetSpec('x', 'tfds', 10, (0.5,), (0.5,))
+
+
+def test_specs_of_the_registered_datasets():
+  assert registry.names() == ('digits', 'cifar10', 'cifar100', 'stl10', 'imagenet2012', 'folder',
+                              'fer2013')
+  c100 = data.spec('cifar100')
+  assert (c100.num_classes, c100.image_shape, c100.splits) == (100, (32, 32, 3), ('train', 'test'))
+  assert c100.mean == (0.5071, 0.4867, 0.4408) and c100.std == (0.2675, 0.2565, 0.2761)
+  inet = data.spec('imagenet2012')
+  assert inet.splits == ('train', 'validation') and inet.num_classes == 1000
+  assert data.spec('folder').mean is None and data.spec('fer2013').num_classes == 7
+
+
+def test_train_and_bench_import_without_tfds_and_grain():
+  """tensorflow_datasets / grain are imported only where data is read (accelerator images lack them)."""
+  code = ('import sys, kdjax.train, kdjax.bench, kdjax.models, kdjax.data; '
+          'from kdjax.data import registry; '
+          "print(sorted(m for m in ('tensorflow_datasets', 'grain', 'tensorflow') if m in sys.modules))")
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.stdout.strip() == '[]', out.stdout + out.stderr
 
 
 def test_missing_tfds_dataset_fails_fast_with_instructions(tmp_path):

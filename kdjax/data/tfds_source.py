@@ -23,31 +23,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-# name -> (num_classes, image_shape, mean, std, train split, test split)
-# CIFAR-100: RepDistiller's constants. CIFAR-10: the Zagoruyko attention-transfer
-#   code that seed 002's recipe follows, mean [125.3, 123.0, 113.9]/255 and std
-#   [63.0, 62.1, 66.7]/255 = (0.4914, 0.4824, 0.4467) / (0.2471, 0.2435, 0.2616),
-#   within 3e-4 of the exact train-set statistics (0.4914, 0.4822, 0.4465) /
-#   (0.2470, 0.2435, 0.2616).
-# STL-10: statistics of its 5000 labelled training images, kept at native 96x96.
-# ImageNet: the torchvision constants every ImageNet KD code base uses.
-CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-STL10_MEAN = (0.4467, 0.4398, 0.4066)
-STL10_STD = (0.2603, 0.2566, 0.2713)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-INFO = {
-    'cifar10': (10, (32, 32, 3), CIFAR10_MEAN, CIFAR10_STD, 'train', 'test'),
-    'cifar100': (100, (32, 32, 3), CIFAR100_MEAN, CIFAR100_STD, 'train', 'test'),
-    'stl10': (10, (96, 96, 3), STL10_MEAN, STL10_STD, 'train', 'test'),
-    'imagenet2012': (1000, None, IMAGENET_MEAN, IMAGENET_STD, 'train', 'validation'),
-}
-
-
 class DatasetNotFoundError(FileNotFoundError):
   """A TFDS dataset is not prepared (as ArrayRecord) in the data_dir searched."""
 
@@ -168,15 +143,20 @@ def read_all(src, *, chunk: int = 2048, num_threads: int | None = None) -> tuple
   return images, labels
 
 
-def load_arrays(name: str, data_dir: str | None):
-  """((train_images, train_labels), (test_images, test_labels)) of an in-memory TFDS set."""
-  if name not in INFO or INFO[name][1] is None:
-    raise ValueError(f'{name!r} is not an in-memory TFDS dataset')
-  _, shape, _, _, train_split, test_split = INFO[name]
+def load_arrays(name: str, data_dir: str | None, splits: tuple[str, str] = ('train', 'test'),
+                shape: tuple[int, ...] | None = None):
+  """((train_images, train_labels), (test_images, test_labels)) of a TFDS set, read whole.
+
+  Args:
+    name: the TFDS builder name.
+    data_dir: TFDS data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    splits: (train split, test split).
+    shape: expected (H, W, C) of every record; checked when given.
+  """
   out = []
-  for split in (train_split, test_split):
+  for split in splits:
     images, labels = read_all(open_split(name, split, data_dir))
-    if images.shape[1:] != shape:
+    if shape is not None and images.shape[1:] != tuple(shape):
       raise ValueError(f'{name}[{split}] images have shape {images.shape[1:]}, expected {shape}')
     out.append((images, labels))
   return tuple(out)
@@ -320,10 +300,10 @@ def make_test_stream(src, *, image_size: int, num_threads: int = 16, prefetch: i
   return test_stream
 
 
-def imagenet_streams(data_dir: str | None, image_size: int = 224, **kw):
-  """(train_stream, test_stream, num_train) for imagenet2012 (test = 'validation')."""
-  _, _, _, _, train_split, test_split = INFO['imagenet2012']
-  train_src = open_split('imagenet2012', train_split, data_dir)
-  test_src = open_split('imagenet2012', test_split, data_dir)
+def imagenet_streams(data_dir: str | None, image_size: int = 224, *, name: str = 'imagenet2012',
+                     splits: tuple[str, str] = ('train', 'validation'), **kw):
+  """(train_stream, test_stream, num_train) for a streamed TFDS dataset (ImageNet)."""
+  train_src = open_split(name, splits[0], data_dir)
+  test_src = open_split(name, splits[1], data_dir)
   return (make_train_stream(train_src, image_size=image_size, **kw),
           make_test_stream(test_src, image_size=image_size, **kw), len(train_src))
