@@ -3,7 +3,7 @@
   kdjax bench --config benchmarks/terms_resnet32x4_resnet8x4.py --per_term --steps 20
 """
 
-from kdjax import recipes
+from configs import common as recipes
 
 
 def get_config(arg=None):

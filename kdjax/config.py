@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
@@ -40,24 +41,21 @@ def base_config() -> ConfigDict:
       data_dir='',              # TFDS data_dir ('' = TFDS default)
       path='',                  # folder / fer2013 datasets
       image_size=32,            # imagenet / folder / fer2013
-      label_noise=0.0,          # seed 002: symmetric noise rate sigma
+      label_noise=0.0,          # symmetric label-noise rate sigma
       label_noise_include_true=True,  # resample over all K classes (Hendrycks et al.)
-      imbalance_gamma=0.0,      # seed 002: power-law imbalance (0 = off)
+      imbalance_gamma=0.0,      # power-law class imbalance (0 = off)
       imbalance_max=5000,
       imbalance_min=250,
       noise_seed=0,             # noise / imbalance draw; independent of the training seed
       # On-device augmentation for in-memory datasets.
       crop_padding=4,           # 0 disables the random crop
-      pad_mode='constant',      # 'reflect' for seed 002's Zagoruyko recipe
+      pad_mode='constant',      # 'reflect' for the Zagoruyko (WRN) recipe
       flip=True,
   ))
 
   c.model = ConfigDict(dict(
       name='resnet8',
       kwargs=ConfigDict(),      # architecture overrides, e.g. width_mult
-      # Self-Guidance / stochastic depth: linearly decaying survival probability
-      # with this final value; 1.0 disables. Evaluation uses the expected network.
-      stochastic_depth_final_prob=1.0,
       # Online distillation (DML, IE-DML): train these architectures together
       # as one student; features are 'member<i>/<name>', plus 'ensemble/logits'.
       cohort=(),
@@ -67,15 +65,12 @@ def base_config() -> ConfigDict:
   # names the architecture). Empty for teacher training.
   # `arch` is checked against the checkpoint and used by `kdjax bench` when
   # no trained teacher exists yet.
-  c.teacher = ConfigDict(dict(checkpoint='', arch='', train_mode=False))
+  c.teacher = ConfigDict(dict(checkpoint='', arch=''))
 
   c.distill = ConfigDict(dict(
       ce_weight=1.0,
       # name -> dict(method=<registered name, default: the key>, weight=..., <hparams>)
       terms=ConfigDict(),
-      # Regexes over parameter paths updated one after another, each after a
-      # fresh forward pass (DML's alternating order); empty = one update.
-      update_groups=(),
   ))
 
   c.optim = ConfigDict(dict(
@@ -94,11 +89,10 @@ def base_config() -> ConfigDict:
 
   # Multi-stage schedules (init stages of FitNet/FSP/AB/FT/IE-KD). Empty: one
   # stage made of the top-level epochs/optim/distill. Each entry may set name,
-  # epochs, trainable (regexes over 'student/...' and 'aux/<term>/...' paths;
-  # empty = everything), student_train (False: the student runs in eval mode,
-  # BN on running statistics and not updated, e.g. while a paraphraser or
-  # auto-encoder is pretrained on the teacher), distill (ce_weight, terms) and
-  # optim overrides.
+  # epochs (default: the top-level `epochs`, so `--config.epochs=N` shortens the
+  # main stage), trainable (regexes over 'student/...' and 'aux/<term>/...'
+  # paths; empty = everything), distill (ce_weight, terms) and optim overrides.
+  # Override one from the command line with `--config.stages.<i>.<key>=value`.
   c.stages = ()
   c.lock()
   return c
@@ -112,15 +106,77 @@ def steps(num_examples: int, batch_size: int) -> int:
   return n
 
 
-def load_file(path: str, arg: str | None = None) -> ConfigDict:
-  """Import a config file and call its `get_config([arg])`."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'config file {path!r} does not exist.')
-  spec = importlib.util.spec_from_file_location('kdjax_config_' + hashlib.md5(path.encode()).hexdigest(), path)
+# The repository's configs/ folder (a package: its modules import `configs.common`).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def config_path(module: str) -> str:
+  """A config module's file: a path, or a name under configs/ ('rd_cifar100', 'digits/kd_...')."""
+  names = [module] if module.endswith('.py') else [module + '.py', module]
+  for name in names:
+    for cand in (name, os.path.join(CONFIGS_DIR, name),
+                 os.path.join(CONFIGS_DIR, name.removeprefix('configs/'))):
+      if os.path.isfile(cand):
+        return os.path.abspath(cand)
+  raise FileNotFoundError(f'config {module!r} does not exist; config modules: '
+                          f'{", ".join(list_modules())}.')
+
+
+def list_modules() -> list[str]:
+  """The per-paper config modules in configs/ (names for `config_path`)."""
+  return sorted(f[:-3] for f in os.listdir(CONFIGS_DIR)
+                if f.endswith('.py') and f not in ('__init__.py', 'common.py'))
+
+
+def _package_root(path: str) -> str | None:
+  """The enclosing folder named 'configs' that is a package, if any."""
+  d = os.path.dirname(path)
+  while d != os.path.dirname(d):
+    if os.path.basename(d) == 'configs' and os.path.isfile(os.path.join(d, '__init__.py')):
+      return d
+    d = os.path.dirname(d)
+  return None
+
+
+def _configs_package(root: str):
+  """Register `root` as the `configs` package (whatever else is on sys.path)."""
+  pkg = sys.modules.get('configs')
+  if pkg is not None and list(getattr(pkg, '__path__', [])) == [root]:
+    return
+  for name in [m for m in sys.modules if m == 'configs' or m.startswith('configs.')]:
+    del sys.modules[name]
+  spec = importlib.util.spec_from_file_location('configs', os.path.join(root, '__init__.py'),
+                                                submodule_search_locations=[root])
+  pkg = importlib.util.module_from_spec(spec)
+  sys.modules['configs'] = pkg
+  spec.loader.exec_module(pkg)
+
+
+def import_module(module: str):
+  """Import a config module by name or path; `from configs import common` works inside it."""
+  path = config_path(module)
+  root = _package_root(path)
+  _configs_package(root or CONFIGS_DIR)
+  if root and os.path.dirname(path) == root:  # a module of the package (configs/<name>.py)
+    return importlib.import_module('configs.' + os.path.basename(path)[:-3])
+  # Any other file (configs/digits/*.py, configs/examples/*.py, your own) is loaded fresh.
+  spec = importlib.util.spec_from_file_location(
+      'kdjax_config_' + hashlib.md5(path.encode()).hexdigest(), path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = mod.get_config(arg) if arg is not None else mod.get_config()
-  return cfg
+  return mod
+
+
+def load_file(path: str, arg: str | None = None) -> ConfigDict:
+  """Import a config module (name or path) and call its `get_config([arg])`."""
+  mod = import_module(path)
+  return mod.get_config(arg) if arg is not None else mod.get_config()
+
+
+def load(spec: str) -> ConfigDict:
+  """'MODULE[:ARG]' -> the module's config for ARG."""
+  path, _, arg = spec.partition(':')
+  return load_file(path, arg or None)
 
 
 def _flat_keys(cfg: ConfigDict, prefix: str = '') -> list[str]:
@@ -156,31 +212,72 @@ def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
 
   Keys under `distill.terms` and `model.kwargs` may be created, since those
   hold open-ended per-method hyper-parameters that the method builder checks.
+  `stages.<i>.<key>` edits stage i (any stage key, optim.* and distill.*).
   """
   for item in overrides:
     if '=' not in item:
       raise ValueError(f'override {item!r} is not of the form key=value.')
     key, text = item.split('=', 1)
     key = key.removeprefix('--').removeprefix('config.')
-    parts = key.split('.')
-    node = cfg
-    for i, p in enumerate(parts[:-1]):
-      if p not in node:
-        if _open_ended(parts[:i]):
-          with node.unlocked():
-            node[p] = ConfigDict()
-        else:
-          raise KeyError(_unknown_key_message(cfg, '.'.join(parts[:i + 1])))
-      node = node[p]
-    leaf = parts[-1]
-    if leaf not in node:
-      if _open_ended(parts[:-1]):
-        with node.unlocked():
-          node[leaf] = _parse_value(text, None)
-        continue
-      raise KeyError(_unknown_key_message(cfg, key))
-    node[leaf] = _parse_value(text, node[leaf])
+    if key.split('.')[0] == 'stages' and key != 'stages':
+      _override_stage(cfg, key, text)
+    else:
+      _set(cfg, cfg, key.split('.'), text, key)
   return cfg
+
+
+def _set(root: ConfigDict, cfg: ConfigDict, parts: list[str], text: str, key: str,
+         open_ended=None) -> None:
+  open_ended = open_ended or _open_ended
+  node = cfg
+  for i, p in enumerate(parts[:-1]):
+    if p not in node:
+      if open_ended(parts[:i]):
+        with node.unlocked():
+          node[p] = ConfigDict()
+      else:
+        raise KeyError(_unknown_key_message(root, key))
+    node = node[p]
+  leaf = parts[-1]
+  if leaf not in node:
+    if open_ended(parts[:-1]):
+      with node.unlocked():
+        node[leaf] = _parse_value(text, None)
+      return
+    raise KeyError(_unknown_key_message(root, key))
+  node[leaf] = _parse_value(text, node[leaf])
+
+
+_STAGE_KEYS = ('name', 'epochs', 'trainable', 'optim', 'distill')
+
+
+def _override_stage(cfg: ConfigDict, key: str, text: str) -> None:
+  parts = key.split('.')
+  n = len(cfg.stages)
+  if not parts[1].isdigit() or int(parts[1]) >= n or len(parts) < 3:
+    raise KeyError(f'{key!r}: this config has {n} stage(s); use stages.<0..{n - 1}>.<key> '
+                   f'with key in {_STAGE_KEYS}' if n else
+                   f'{key!r}: this config has one stage, made of the top-level keys '
+                   f'(e.g. --config.epochs, --config.optim.lr).')
+  i, rest = int(parts[1]), parts[2:]
+  if rest[0] not in _STAGE_KEYS:
+    raise KeyError(f'{key!r}: unknown stage key {rest[0]!r}; valid: {", ".join(_STAGE_KEYS)}.')
+  st = ConfigDict(dict(cfg.stages[i]))
+  for sub, schema in (('optim', cfg.optim), ('distill', cfg.distill)):
+    if rest[0] == sub and sub not in st:
+      st[sub] = ConfigDict()
+    if rest[0] == sub and len(rest) > 1 and rest[1] not in st[sub]:
+      if rest[1] not in schema:
+        raise KeyError(f'{key!r}: unknown {sub} key {rest[1]!r}; valid: {sorted(schema)}.')
+      with st[sub].unlocked():
+        st[sub][rest[1]] = schema[rest[1]] if rest[1] != 'terms' else ConfigDict()
+  if rest[0] in ('epochs', 'trainable') and rest[0] not in st:
+    st[rest[0]] = cfg.epochs if rest[0] == 'epochs' else ()
+  _set(st, st, rest, text, key,
+       open_ended=lambda path: path[:2] == ['distill', 'terms'] and len(path) >= 2)
+  stages_ = list(cfg.stages)
+  stages_[i] = st.to_dict()
+  cfg.stages = tuple(stages_)
 
 
 def _open_ended(path: list[str]) -> bool:
@@ -214,13 +311,19 @@ def config_hash(cfg: ConfigDict) -> str:
 
 
 def stages(cfg: ConfigDict) -> list[ConfigDict]:
-  """The run's stages, each a full ConfigDict-like view with epochs/optim/distill."""
+  """The run's stages, each a full ConfigDict-like view with epochs/optim/distill.
+
+  A stage without `epochs` runs the top-level `epochs`.
+  """
   if not cfg.stages:
-    return [ConfigDict(dict(name='main', epochs=cfg.epochs, trainable=(), student_train=True,
+    return [ConfigDict(dict(name='main', epochs=cfg.epochs, trainable=(),
                             optim=cfg.optim, distill=cfg.distill))]
   out = []
   for i, st in enumerate(cfg.stages):
     st = ConfigDict(st) if not isinstance(st, ConfigDict) else st
+    for k in st:
+      if k not in _STAGE_KEYS:
+        raise KeyError(f'stage {i}: unknown key {k!r}; valid: {", ".join(_STAGE_KEYS)}')
     optim = ConfigDict(cfg.optim.to_dict())
     for k, v in st.get('optim', {}).items():
       if k not in optim:
@@ -232,13 +335,8 @@ def stages(cfg: ConfigDict) -> list[ConfigDict]:
         if k not in distill:
           raise KeyError(f'stage {i}: unknown distill key {k!r}; valid: {sorted(distill)}')
         distill[k] = v
-    for k in st:
-      if k not in ('name', 'epochs', 'trainable', 'student_train', 'optim', 'distill'):
-        raise KeyError(f'stage {i}: unknown key {k!r}; valid: name, epochs, trainable, '
-                       f'student_train, optim, distill')
     out.append(ConfigDict(dict(name=st.get('name', f'stage{i}'), epochs=st.get('epochs', cfg.epochs),
                                trainable=tuple(st.get('trainable', ())),
-                               student_train=bool(st.get('student_train', True)),
                                optim=optim, distill=distill)))
   return out
 

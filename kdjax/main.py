@@ -1,12 +1,14 @@
 """The `kdjax` command line.
 
-  kdjax train --config configs/cifar100/kd_resnet32x4_resnet8x4.py[:arg] --workdir DIR [--config.x=y ...]
+  kdjax train --config configs/rd_cifar100.py:method=kd,teacher=resnet32x4,student=resnet8x4 --workdir DIR [--config.x=y ...]
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
   kdjax report DIR [DIR ...]          mean +- std over runs (seeds) of one experiment
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
   kdjax methods                        list the registered distillation methods
+  kdjax config list [MODULE]           the cells of a per-paper config module, with launch commands
+  kdjax config show MODULE:ARG         the resolved config of one cell (JSON)
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import sys
 
 def _load_config(spec: str, overrides):
   from kdjax import config as config_lib
-  path, _, arg = spec.partition(':')
-  cfg = config_lib.load_file(path, arg or None)
+  cfg = config_lib.load(spec)
   config_lib.check(cfg)
   return config_lib.apply_overrides(cfg, overrides)
 
@@ -99,6 +100,17 @@ def cmd_methods(args, overrides):
   return 0
 
 
+def cmd_config(args, overrides):
+  from kdjax import config_cli
+  if args.action == 'list':
+    config_cli.list_cells(args.target)
+  else:
+    if not args.target:
+      raise ValueError('kdjax config show needs MODULE[:ARG], e.g. rd_cifar100:method=kd')
+    config_cli.show(args.target, overrides)
+  return 0
+
+
 def run(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if os.environ.get('KDJAX_DISTRIBUTED') == '1':
@@ -129,12 +141,15 @@ def run(argv=None) -> int:
   p.add_argument('--workdir', default='runs/quickstart')
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
+  p = sub.add_parser('config', help='list the cells of a config module, or show one resolved')
+  p.add_argument('action', choices=('list', 'show'))
+  p.add_argument('target', nargs='?', default='', help='MODULE (list) or MODULE:ARG (show)')
   args = parser.parse_args(rest)
   if overrides and args.cmd in ('eval', 'export', 'report', 'methods'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
          'bench': cmd_bench,
-         'quickstart': cmd_quickstart, 'methods': cmd_methods}[args.cmd]
+         'quickstart': cmd_quickstart, 'methods': cmd_methods, 'config': cmd_config}[args.cmd]
   try:
     return cmd(args, overrides)
   except (KeyError, ValueError, FileNotFoundError) as e:

@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from kdjax import recipes
+from kdjax.config import import_module
+recipes = import_module('common')  # configs/common.py: the shared recipes
 from kdjax.distill import registered_methods
 from kdjax.train import loop
 

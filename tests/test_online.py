@@ -21,7 +21,7 @@ import optax
 import pytest
 
 from kdjax import config as config_lib
-from kdjax import distill, models, seed002
+from kdjax import distill, models
 from kdjax.distill import api
 from kdjax.models.cohort import Cohort
 from kdjax.models.one import create_one
@@ -541,103 +541,3 @@ def test_registered_with_defaults():
   assert hp('one')['temperature'] == 3.0 and hp('one')['rampup_epochs'] == 80.0
   assert hp('dml')['temperature'] == 1.0 and hp('dml')['reduction'] == 'mean'
   assert hp('tfkd_self')['multiplier'] == 50.0 and hp('tfkd_self')['temperature'] == 6.0
-
-
-def _config_files():
-  files = sorted(glob.glob(os.path.join(ROOT, 'configs', 'cifar10*', 'seed002', '**', '*.py'),
-                           recursive=True))
-  files += [f for f in glob.glob(os.path.join(ROOT, 'configs', '*', '*.py'))
-            if re.search(r'/(dml_peers|one_ensemble)_', f)]
-  return files
-
-
-def test_seed002_and_seed001_configs_load_and_name_known_terms():
-  files = _config_files()
-  assert len(files) >= 283 + 8, len(files)
-  registered = distill.registered_methods()
-  for path in files:
-    cfg = config_lib.load_file(path)
-    config_lib.check(cfg)
-    with open(path) as f:
-      doc = f.read()
-    assert 'kdjax train --config' in doc, path
-    for stage in config_lib.stages(cfg):
-      for key, spec in stage.distill.terms.items():
-        method = spec.get('method', key)
-        if method not in registered:
-          pytest.skip(f'{method} (used by {path}) is not registered in this tree')
-        allowed = distill.hyperparameters(method)
-        assert set(dict(spec)) - {'method', 'name'} <= set(allowed), (path, spec)
-
-
-def test_seed002_recipe_details():
-  c = seed002.config('cifar10', 'dml', 'wrn_16_2', noise=0.4)
-  assert c.model.cohort == ('wrn_16_2', 'wrn_16_2') and c.distill.ce_weight == 0.0
-  assert c.distill.update_groups == ('^student/member0/', '^student/member1/')
-  assert c.data.label_noise == 0.4 and c.data.pad_mode == 'reflect'
-  assert c.optim.boundaries_epochs == (60, 120, 150) and c.optim.decay_factor == 0.2
-  c = seed002.config('cifar100', 'kd', 'resnet8')
-  assert c.teacher.checkpoint == 'runs/cifar100/seed002/teacher_resnet26'
-  assert c.distill.ce_weight == pytest.approx(0.1)
-  c = seed002.config('cifar10', 'bss', 'wrn_10_2', imbalance=2.0)
-  assert c.teacher.checkpoint == 'runs/cifar10/seed002/imb2/teacher_wrn_40_2'
-  assert dict(c.distill.terms.bss)['attack_size'] == 32 and c.data.imbalance_gamma == 2.0
-  c = seed002.config('cifar10', 'one', 'resnet20')
-  assert c.model.name == 'one_resnet20' and c.epochs == 300
-  with pytest.raises(ValueError):
-    seed002.config('cifar100', 'kd', 'resnet8', noise=0.2)
-  c = seed002.seed001_online('fer2013', 'dml')
-  assert c.model.cohort == ('resnet32',) * 3 and c.optim.nesterov
-  assert os.path.exists(os.path.join(ROOT, 'configs', 'SEED002_TABLES.md'))
-
-
-def test_seed002_cells_resolve_against_real_model_shapes():
-  """Every method of two table columns builds its terms from the real feature shapes."""
-  cache = {}
-
-  def shapes(arch, k, cohort=()):
-    key = (arch, k, cohort)
-    if key not in cache:
-      if cohort:
-        m = Cohort(tuple(models.create(a, k) for a in cohort))
-      elif arch.startswith('one_'):
-        m = create_one(arch[4:], k)
-      else:
-        m = models.create(arch, k)
-      x = jnp.zeros((2, 32, 32, 3))
-      v = jax.eval_shape(lambda: m.init(jax.random.key(0), x, train=False))
-      lg, f = jax.eval_shape(lambda v: m.apply(v, x, train=False), v)
-      cache[key] = {**f, 'logits': lg}
-    return cache[key]
-
-  cells = [('cifar10', m, 'wrn_16_2', dict(noise=0.2)) for m in seed002.METHODS]
-  cells += [('cifar100', m, 'resnet8', {}) for m in seed002.METHODS]
-  for dataset, method, student, kw in cells:
-    c = seed002.config(dataset, method, student, **kw)
-    k = 100 if dataset == 'cifar100' else 10
-    info = api.BuildInfo(
-        student_shapes=shapes(c.model.name, k, tuple(c.model.cohort)),
-        teacher_shapes=shapes(c.teacher.arch, k) if c.teacher.arch else None, num_classes=k,
-        num_train=50000, student_arch=c.model.name, teacher_arch=c.teacher.arch)
-    for st in config_lib.stages(c):
-      specs = [dict(dict(spec), method=dict(spec).get('method', key), name=key)
-               for key, spec in st.distill.terms.items()]
-      api.resolve_terms(specs, info)
-
-
-def test_seed002_fitnet_fsp_two_stage():
-  for method, term in (('fitnet', 'fitnet'), ('fsp', 'fsp')):
-    c = seed002.config('cifar10', method, 'wrn_16_2', imbalance=0.6)
-    st = config_lib.stages(c)
-    if seed002.two_stage_source() != 'rd_table':
-      assert len(st) == 1 and term in st[0].distill.terms
-      continue
-    assert [s.epochs for s in st] == [100, 200]
-    assert st[0].optim.lr == 0.001 and st[0].optim.boundaries_epochs == (60, 80)
-    assert st[0].distill.ce_weight == 0.0 and term in st[0].distill.terms
-    assert st[1].optim.lr == 0.1 and st[1].optim.boundaries_epochs == (60, 120, 150)
-    assert st[1].distill.ce_weight == pytest.approx(0.1) and 'kd' in st[1].distill.terms
-    assert c.data.imbalance_gamma == 0.6 and c.optim.batch_size == 128
-  c = seed002.config('cifar10', 'fsp', 'wrn_16_2')
-  if seed002.two_stage_source() == 'rd_table':
-    assert tuple(dict(config_lib.stages(c)[0].distill.terms['fsp'])['pair_weights']) == (1.0, 3.0, 1.0)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kdjax import config as config_lib
-from kdjax import recipes
+from kdjax.config import import_module
+recipes = import_module('common')  # configs/common.py: the shared recipes
 from kdjax.train import metrics, optim
 
 

@@ -517,54 +517,6 @@ class PSKDTest(absltest.TestCase):
     np.testing.assert_allclose(l_ip - m_ip['ce_cls'], l_ps - ent, rtol=1e-4, atol=1e-5)
 
 
-# ----------------------------------------------------------------------------
-# Configs
-
-class SeedConfigsTest(absltest.TestCase):
-
-  def test_seed_configs_load_and_name_known_hyperparameters(self):
-    from kdjax import seed_configs
-    files = [f for f in glob.glob(os.path.join(ROOT, 'configs', '*', '*.py'))
-             if os.path.basename(f).startswith(seed_configs.CONFIG_PREFIXES)]
-    self.assertGreater(len(files), 40)
-    for path in files:
-      cfg = config_lib.load_file(path)
-      config_lib.check(cfg)
-      for st in config_lib.stages(cfg):
-        for key, spec in st.distill.terms.items():
-          spec = dict(spec)
-          method = spec.pop('method', key)
-          allowed = api.hyperparameters(method)
-          for k in spec:
-            self.assertTrue(k == 'name' or k in allowed, f'{path}: {method} has no {k!r}')
-      with open(path) as f:
-        self.assertIn('kdjax train', f.read(), path)
-      kwargs = dict(cfg.model.kwargs or {})
-      for arch in tuple(cfg.model.cohort or (cfg.model.name,)):
-        if arch != seed_configs.CIFAR_RESNET50:  # alias pending in kdjax.models
-          models.create(arch, 10, **kwargs)
-      if cfg.teacher.arch:
-        models.create(cfg.teacher.arch, 10)
-
-  def test_config_arguments(self):
-    from kdjax import seed_configs
-    c = seed_configs.ie_kd('cifar10', 'resnet56', 'resnet20', 'at', 'ratio=0.3,metric=l2,exp=500')
-    main = config_lib.stages(c)[1].distill.terms['ie']
-    self.assertEqual((main.inherit_ratio, main.metric, main.explore_weight, main.inherit_weight),
-                     (0.3, 'l2', 500.0, 50.0))
-    self.assertEqual(config_lib.stages(c)[0].trainable, ('^aux/ie/ae/',))
-    t = seed_configs.ie_kd('cifar10', 'resnet56', 'resnet20', 'ft', 'teacher')
-    self.assertEqual((t.model.name, len(t.distill.terms)), ('resnet56', 0))
-    sg = seed_configs.self_guidance('cifar10', 'resnet50')
-    self.assertEqual(sg.model.name, seed_configs.CIFAR_RESNET50)
-    self.assertEqual(sg.model.stochastic_depth_final_prob, 0.5)
-    self.assertEqual(sg.distill.ce_weight, 0.0)
-    star = seed_configs.ipwd('resnet32x4', 'resnet8x4', 'star')
-    self.assertEqual(star.model.cohort, ('resnet8x4', 'resnet8x4'))
-    with self.assertRaisesRegex(ValueError, 'accepts'):
-      seed_configs.srrl('cifar10', 'wrn_16_2', 'wrn_16_1', 'alpah=2')
-
-
 if __name__ == '__main__':
   absltest.main()
 
@@ -619,6 +571,3 @@ def test_ipwd_dagger_kd_only_head_gives_the_propensity():
   g_f = jax.grad(lambda f: term.loss(aux, api.Context(**{**ctx.__dict__, 'student': {
       **ctx.student, 'pooled': f}}))[0])(ctx.student['pooled'])
   np.testing.assert_array_equal(g_f, 0.0)
-  from kdjax import seed_configs
-  assert seed_configs.ipwd('resnet110', 'resnet32', 'dagger').distill.terms['ipwd']['dagger']
-  assert 'dagger' not in seed_configs.ipwd('resnet110', 'resnet32').distill.terms['ipwd']

@@ -12,7 +12,8 @@ import pytest
 SCRIPT = textwrap.dedent('''
     import sys, tempfile
     import jax, numpy as np
-    from kdjax import recipes
+    from kdjax.config import import_module
+    recipes = import_module('common')
     from kdjax.train import checkpoint as ck, loop, setup as setup_lib
     assert jax.device_count() == 8, jax.devices()
     mode = sys.argv[1]

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from kdjax import models
-from kdjax import seed_configs
 from kdjax.distill import api
 from kdjax.distill.methods import srrl as srrl_lib
 
@@ -122,11 +121,3 @@ def test_spatial_mismatch_and_bad_names_fail_at_build_time():
   with pytest.raises(ValueError, match='teacher_arch'):
     api.build_term(dict(method='srrl', layers=('stage2',)),
                    dataclasses.replace(info, teacher_arch=''))
-
-
-def test_table1_config_rows():
-  layers = {a: seed_configs.srrl('cifar100', 'wrn_40_4', 'wrn_16_4', f'layers={a}')
-            .distill.terms['srrl']['layers'] for a in ('conv2', 'conv3', 'conv2+3+4')}
-  assert layers == {'conv2': ('stage1',), 'conv3': ('stage2',),
-                    'conv2+3+4': ('stage1', 'stage2', 'last')}
-  assert 'layers' not in seed_configs.srrl('cifar100', 'wrn_40_4', 'wrn_16_4').distill.terms['srrl']

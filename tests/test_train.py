@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from kdjax import recipes
+from kdjax.config import import_module
+recipes = import_module('common')  # configs/common.py: the shared recipes
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import loop, setup as setup_lib
 

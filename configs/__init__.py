@@ -1,0 +1,1 @@
+"""Experiment configs: one module per paper or protocol (see `kdjax config list`)."""

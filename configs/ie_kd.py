@@ -1,0 +1,134 @@
+"""IE-KD (Huang et al. 2021): inheritance and exploration KD, Tables 1, 2, 4-6 and supplementary.
+
+  kdjax config list ie_kd
+  kdjax train --config configs/ie_kd.py:data=cifar10,arch=resnet56 --workdir runs/cifar10/ie_kd/teacher_resnet56
+  kdjax train --config configs/ie_kd.py:data=cifar10,method=ie_ft,teacher=resnet56,student=resnet20 \
+      --workdir runs/cifar10/ie_kd/ie_ft_resnet56_resnet20
+  # Table 5 (inheritance share), Table 6a (metric), Table 6b (weights): options on the same cell
+  ...:data=cifar100,method=ie_ft,teacher=resnet110,student=resnet32,ratio=0.3
+  ...:data=cifar100,method=ie_ft,teacher=resnet110,student=resnet32,metric=l2   (l1 | l2 | cos | partial_l2)
+  ...:data=cifar100,method=ie_ft,teacher=resnet110,student=resnet32,metric=l1,exp_metric=cka
+  ...:data=cifar100,method=ie_ft,teacher=resnet110,student=resnet32,inh=500,exp=50
+  # Table 4 (IE-DML, CIFAR-100): two networks from scratch, member 0 = `student`
+  kdjax train --config configs/ie_kd.py:data=cifar100,method=ie_dml,student=resnet32,peer=resnet110 ...
+
+IE recipe (official code): SGD Nesterov 0.9, batch 128, lr 0.1; CIFAR 160 epochs /10 at 80, 120,
+wd 5e-4; ImageNet 100 epochs /10 every 30, batch 256, wd 1e-4. Two stages: `ae` (30 epochs,
+constant lr 0.1, only the auto-encoder on the frozen teacher's last map trains, L1
+reconstruction), then `main` (student + both split encoders; lambda_inh = lambda_exp = 50,
+100 on ImageNet). IE-DML uses the official DML recipe (200 epochs, batch 64, lr 0.1 /10 at
+60, 120, 180, Nesterov, wd 5e-4) with lambda_rec 0.8.
+Other options: rec=l2 (the paper's squared reconstruction), split=natural, ae_epochs=N.
+kdjax's `mobilenetv1` is the ImageNet MobileNet (stride-2 stem); Table 4's MobileNet row with it
+is an approximation of the IE-KD code's CIFAR MobileNet.
+"""
+
+from __future__ import annotations
+
+from configs import common
+
+VARIANTS = {'ie_at': 'at', 'ie_ft': 'ft', 'ie_od': 'od'}   # Table 1's IE-AT / IE-FT / IE-OD
+PAIRS = {
+    # Table 1 and Supplementary Table 1 (CIFAR-10).
+    'cifar10': (('resnet56', 'resnet20'), ('wrn_40_1', 'resnet20'), ('wrn_46_4', 'vgg13'),
+                ('wrn_16_2', 'wrn_16_1'),
+                # Supplementary Table 2: small teacher -> large student.
+                ('resnet20', 'resnet56'), ('resnet20', 'wrn_40_1'), ('vgg13', 'wrn_46_4'),
+                ('wrn_16_1', 'wrn_16_2')),
+    'cifar100': (('resnet110', 'resnet32'),),                          # Tables 5, 6
+    'imagenet2012': (('resnet34', 'resnet18'), ('resnet18', 'resnet34')),  # Table 2, Supp. Table 4
+}
+DML_PEERS = ('resnet110', 'wrn_28_10', 'mobilenetv1', 'resnet32')     # Table 4, member 0 ResNet-32
+_OPTIONS = dict(ratio=0.5, metric='', exp_metric='', inh=-1.0, exp=-1.0, rec='l1', ae_epochs=30.0,
+                split='random', rec_weight=0.8)
+
+
+def _parse(arg):
+  a = common.parse_arg(arg, data='cifar10', method='ie_ft', teacher='resnet56', student='resnet20',
+                       arch='', peer='', **_OPTIONS)
+  common.choose('data', a.data, PAIRS)
+  return a
+
+
+def teacher_dir(data: str, arch: str) -> str:
+  return f'runs/{data}/ie_kd/teacher_{arch}'
+
+
+def recipe(data: str, arch: str):
+  c = common.base(data, arch)
+  if data == 'imagenet2012':
+    return common.sgd(c, epochs=100, lr=0.1, batch=256, wd=1e-4, boundaries=(30, 60, 90),
+                      nesterov=True)
+  return common.sgd(c, epochs=160, lr=0.1, batch=128, wd=5e-4, boundaries=(80, 120), nesterov=True)
+
+
+def teachers(data: str):
+  return sorted({t for t, _ in PAIRS[data]} | {s for _, s in PAIRS[data]})
+
+
+def _weights(a):
+  default = 100.0 if a.data == 'imagenet2012' else 50.0
+  return (a.inh if a.inh >= 0 else default), (a.exp if a.exp >= 0 else default)
+
+
+def ie_dml(a):
+  common.choose('data (IE-DML)', a.data, ('cifar100',))
+  common.choose('student (IE-DML member 0)', a.student, ('resnet32',))
+  common.choose('peer', a.peer, DML_PEERS)
+  c = common.sgd(common.base('cifar100', a.student), epochs=200, lr=0.1, batch=64, wd=5e-4,
+                 boundaries=(60, 120, 180), nesterov=True)
+  c.model.cohort = (a.student, a.peer)
+  inh, exp = _weights(a)
+  terms = {}
+  for m, p in ((0, 1), (1, 0)):  # each term adds its member's CE; alternating updates (DML)
+    terms[f'ie_m{m}'] = dict(method='ie_dml', member=m, peer=p, inherit_ratio=a.ratio,
+                             rec_weight=a.rec_weight, inherit_weight=inh, explore_weight=exp,
+                             rec_norm=a.rec, **({'metric': a.metric} if a.metric else {}))
+  return common.with_terms(c, terms, 0.0)
+
+
+def get_config(arg=None):
+  a = _parse(arg)
+  if a.arch:
+    common.choose('arch', a.arch, teachers(a.data))
+    return recipe(a.data, a.arch)
+  if a.method == 'ie_dml':
+    return ie_dml(a)
+  common.choose('method', a.method, tuple(VARIANTS) + ('ie_dml',))
+  common.choose('teacher,student', (a.teacher, a.student), PAIRS[a.data])
+  c = common.with_teacher(recipe(a.data, a.student), a.teacher, teacher_dir(a.data, a.teacher))
+  shared = dict(method='ie_kd', variant=VARIANTS[a.method], inherit_ratio=a.ratio,
+                rec_norm=a.rec, split=a.split)
+  inh, exp = _weights(a)
+  main = dict(shared, inherit_weight=inh, explore_weight=exp)
+  main.update({k: a[k] for k in ('metric', 'exp_metric') if a[k]})
+  common.with_terms(c, {}, 1.0)
+  c.stages = (
+      common.stage('ae', a.ae_epochs, trainable=('^aux/ie/ae/',), ce_weight=0.0,
+                   optim=dict(lr=0.1, schedule='constant', boundaries_epochs=()),
+                   terms={'ie': dict(shared, phase='ae')}),
+      common.stage('main', trainable=('^student/', '^aux/ie/(inh|exp)/'), ce_weight=1.0,
+                   terms={'ie': main}),
+  )
+  return c
+
+
+def workdir(arg):
+  a = _parse(arg)
+  if a.arch:
+    return teacher_dir(a.data, a.arch)
+  if a.method == 'ie_dml':
+    return f'runs/{a.data}/ie_kd/ie_dml_{a.student}_{a.peer}'
+  return f'runs/{a.data}/ie_kd/{a.method}_{a.teacher}_{a.student}'
+
+
+def cells():
+  out = []
+  for d, pairs in PAIRS.items():
+    out += [f'data={d},arch={t}' for t in teachers(d)]
+    out += [f'data={d},method={m},teacher={t},student={s}' for m in VARIANTS for t, s in pairs]
+  out += [f'data=cifar100,method=ie_dml,student=resnet32,peer={p}' for p in DML_PEERS]
+  return out
+
+
+REJECTED = {}

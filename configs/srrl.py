@@ -1,0 +1,149 @@
+"""SRRL (Yang et al. 2021): softmax regression representation learning, Tables 1, 5, 6, 9-12.
+
+  kdjax config list srrl
+  kdjax train --config configs/srrl.py:data=cifar100,arch=wrn_40_4 --workdir runs/cifar100/srrl/teacher_wrn_40_4
+  kdjax train --config configs/srrl.py:data=cifar100,teacher=wrn_40_4,student=wrn_16_4 \
+      --workdir runs/cifar100/srrl/srrl_wrn_40_4_wrn_16_4
+  # Table 1 (ablation at conv4, and at earlier layers), Table 9 (L_SR loss), Table 10 (+KD, +AT)
+  ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_4,fm_only       (sr_only, layers=conv2+3+4)
+  ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_4,sr=kl         (mse | ce | kl)
+  ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_2,at            (kd)
+  # Tables 11-12: the RepDistiller protocol and teachers (configs/rd_cifar100.py:arch=...)
+  ...:protocol=crd,data=cifar100,teacher=resnet32x4,student=shufflenetv1
+
+Loss: CE + alpha L_FM + beta L_SR (MSE through the frozen teacher head), alpha = beta = 1
+(official; alpha 10 for ShuffleNetV1 students, SRD_ossl). `layers` (Table 1's last rows):
+conv2 / conv3 / conv2+3+4 = WRN groups 1 / 2 / 1+2+3 (`stage1`, `stage2`, `last`).
+Recipes (protocol=srrl): CIFAR-10 ResNets 350 epochs /10 at 150, 250, 320, WRNs 200 epochs
+/5 at 60, 120, 160; CIFAR-100 200 epochs /10 at 100, 150; batch 128, lr 0.1, wd 5e-4.
+Table 10's KD (weight 1, tau 4) and AT (weight 1000) weights are not given in the paper.
+"""
+
+from __future__ import annotations
+
+from configs import common, rd_cifar100
+
+# (protocol, data) -> teacher -> student pairs. 'mobilenetv2_w1' = MobileNetV2 at width 1.0.
+PAIRS = {
+    ('srrl', 'cifar10'): (('wrn_16_2', 'wrn_16_1'), ('wrn_40_2', 'wrn_16_2'),   # Table 5
+                          ('resnet26', 'resnet8'), ('resnet26', 'resnet14'), ('resnet26', 'wrn_16_1')),
+    ('srrl', 'cifar100'): (('wrn_40_4', 'wrn_16_2'), ('wrn_40_4', 'wrn_16_4'),  # Tables 1, 6, 9, 10
+                           ('wrn_16_10', 'wrn_10_10'), ('resnet34_cifar', 'wrn_16_2'),
+                           ('resnet34_cifar', 'mobilenetv2_w1'), ('wrn_40_4', 'mobilenetv2_w1')),
+    ('crd', 'cifar100'): rd_cifar100.PAIRS,                                       # Tables 11, 12
+}
+# Hinton KD (0.1 CE + 0.9 KD, tau 4) on the CIFAR-10 recipe, pairs outside the paper's tables.
+KD_PAIRS = (('resnet56', 'resnet20'), ('resnet110', 'resnet20'), ('wrn_40_2', 'wrn_16_2'))
+ARCH_KWARGS = {'mobilenetv2_w1': ('mobilenetv2', {'width_mult': 1.0})}
+METHODS = ('srrl', 'kd')
+# Table 1 / 9 / 10 option cells, on the pairs they were reported for.
+VARIANTS = {'wrn_40_4,student=wrn_16_4': ('fm_only', 'sr_only', 'layers=conv2', 'layers=conv3',
+                                          'layers=conv2+3+4', 'sr=ce', 'sr=kl')}
+# Table 10's +AT where the networks have different numbers of stages: pair the stages of equal
+# resolution (student, teacher features); the paper does not say which it used.
+AT_FEATURES = {
+    ('resnet34_cifar', 'wrn_16_2'): (('stage1', 'stage2', 'stage3'), ('stage1', 'stage2', 'stage3')),
+    ('wrn_40_4', 'mobilenetv2_w1'): (('stage1', 'stage2'), ('stage2', 'stage3')),
+}
+_CONV = {'conv2': 'stage1', 'conv3': 'stage2', 'conv4': 'last'}
+
+
+def layers(text: str) -> tuple[str, ...]:
+  """'conv2' / 'conv3' / 'conv2+3+4' (Table 1) or 'stage1+last' -> the `srrl` layers option."""
+  out = []
+  for part in text.split('+'):
+    part = part.strip()
+    part = _CONV.get(f'conv{part}' if part.isdigit() else part, part)
+    if part != 'last' and not (part.startswith('stage') and part[5:].isdigit()):
+      raise ValueError(f'srrl layers: unknown position {part!r}; use conv2 / conv3 / conv4 '
+                       f"(joined with '+', e.g. conv2+3+4), stageK or last.")
+    out.append(part)
+  return tuple(out)
+
+
+def _parse(arg):
+  a = common.parse_arg(arg, protocol='srrl', data='cifar100', method='srrl', teacher='wrn_40_4',
+                       student='wrn_16_4', arch='', alpha=-1.0, beta=1.0, sr='mse', fm_only=False,
+                       sr_only=False, kd=False, at=False, layers='')
+  common.choose('protocol,data', (a.protocol, a.data), PAIRS)
+  return a
+
+
+def teacher_dir(a, arch: str) -> str:
+  if a.protocol == 'crd':
+    return rd_cifar100.teacher_dir(arch)
+  return f'runs/{a.data}/srrl/teacher_{arch}'
+
+
+def recipe(a, arch: str):
+  name, kwargs = ARCH_KWARGS.get(arch, (arch, {}))
+  if a.protocol == 'crd':
+    c = common.rd_cifar100(name)
+  else:
+    c = common.srrl_cifar10(name) if a.data == 'cifar10' else common.srrl_cifar100(name)
+  if kwargs:
+    with c.model.unlocked():
+      c.model.kwargs = common.ConfigDict(kwargs)
+  return c
+
+
+def archs(protocol: str, data: str):
+  pairs = PAIRS[protocol, data] + (KD_PAIRS if data == 'cifar10' else ())
+  return sorted({x for p in pairs for x in p})
+
+
+def get_config(arg=None):
+  a = _parse(arg)
+  if a.arch:
+    if a.protocol == 'crd':
+      raise ValueError('CRD-protocol teachers are the RepDistiller ones: '
+                       f'configs/rd_cifar100.py:arch={a.arch}.')
+    common.choose('arch', a.arch, archs(a.protocol, a.data))
+    return recipe(a, a.arch)
+  common.choose('method', a.method, METHODS)
+  pairs = KD_PAIRS if a.method == 'kd' and a.data == 'cifar10' else PAIRS[a.protocol, a.data]
+  common.choose('teacher,student', (a.teacher, a.student), pairs)
+  c = common.with_teacher(recipe(a, a.student), a.teacher, teacher_dir(a, a.teacher))
+  if a.method == 'kd':
+    return common.with_terms(c, common.KD, 0.1)
+  alpha = a.alpha if a.alpha >= 0 else (10.0 if a.student == 'shufflenetv1' else 1.0)
+  term = dict(method='srrl', alpha=0.0 if a.sr_only else alpha, beta=0.0 if a.fm_only else a.beta,
+              sr_loss=a.sr)
+  if a.layers:
+    term['layers'] = layers(a.layers)
+  terms = {'srrl': term}
+  if a.kd:
+    terms['kd'] = dict(method='kd', weight=1.0, temperature=4.0)
+  if a.at:
+    terms['at'] = dict(method='at', weight=1000.0)
+    if (a.teacher, a.student) in AT_FEATURES:
+      s_feats, t_feats = AT_FEATURES[a.teacher, a.student]
+      terms['at'].update(student_features=s_feats, teacher_features=t_feats)
+  return common.with_terms(c, terms, 1.0)
+
+
+def workdir(arg):
+  a = _parse(arg)
+  if a.arch:
+    return teacher_dir(a, a.arch)
+  extra = arg.split(f'student={a.student}', 1)[-1].strip(',').replace('=', '').replace(',', '_')
+  return f'runs/{a.data}/srrl/{a.method}_{a.teacher}_{a.student}' + (f'_{extra}' if extra else '')
+
+
+def cells():
+  out = []
+  for (p, d), pairs in PAIRS.items():
+    head = f'protocol={p},data={d}'
+    if p == 'srrl':
+      out += [f'{head},arch={x}' for x in archs(p, d)]
+    for t, s in pairs:
+      out.append(f'{head},teacher={t},student={s}')
+      for v in VARIANTS.get(f'{t},student={s}', ()):
+        out.append(f'{head},teacher={t},student={s},{v}')
+      if (p, d) == ('srrl', 'cifar100'):  # Table 10
+        out += [f'{head},teacher={t},student={s},kd', f'{head},teacher={t},student={s},at']
+  out += [f'protocol=srrl,data=cifar10,method=kd,teacher={t},student={s}' for t, s in KD_PAIRS]
+  return out
+
+
+REJECTED = {}
