@@ -171,6 +171,29 @@ def tfkd_cifar100(arch: str) -> ConfigDict:
 
 KD = {'kd': dict(method='kd', weight=0.9, temperature=4.0)}  # Hinton KD with 0.1 CE (RD)
 
+# Pairs whose networks have different numbers of stages: the stages of equal resolution that
+# stage-list methods (AT, VID, NST, OFD, AB) pair. The papers do not say which they used.
+STAGE_MATCH = {
+    frozenset(('wrn_46_4', 'vgg13')): {'wrn_46_4': (2, 3), 'vgg13': (1, 2)},          # 16, 8 px
+    frozenset(('resnet34_cifar', 'wrn_16_2')): {'resnet34_cifar': (1, 2, 3), 'wrn_16_2': (1, 2, 3)},
+    frozenset(('wrn_40_4', 'mobilenetv2_w1')): {'wrn_40_4': (2, 3), 'mobilenetv2_w1': (1, 2)},
+}
+_STAGE_LIST_METHODS = {'at': '', 'vid': '', 'nst': '', 'ofd': '_preact', 'ab': '_preact'}
+
+
+def match_stages(terms: dict, teacher: str, student: str) -> dict:
+  """`terms` with explicit student/teacher stage lists where STAGE_MATCH has the pair."""
+  match = STAGE_MATCH.get(frozenset((teacher, student)))
+  out = {}
+  for k, spec in terms.items():
+    spec = dict(spec)
+    suffix = _STAGE_LIST_METHODS.get(spec.get('method', k))
+    if match and suffix is not None:
+      spec['student_features'] = tuple(f'stage{i}{suffix}' for i in match[student])
+      spec['teacher_features'] = tuple(f'stage{i}{suffix}' for i in match[teacher])
+    out[k] = spec
+  return out
+
 RECIPES = {'digits': digits, 'cifar100': rd_cifar100, 'cifar10': srrl_cifar10,
            'imagenet2012': imagenet}
 

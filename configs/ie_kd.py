@@ -19,13 +19,17 @@ reconstruction), then `main` (student + both split encoders; lambda_inh = lambda
 100 on ImageNet). IE-DML uses the official DML recipe (200 epochs, batch 64, lr 0.1 /10 at
 60, 120, 180, Nesterov, wd 5e-4) with lambda_rec 0.8.
 Other options: rec=l2 (the paper's squared reconstruction), split=natural, ae_epochs=N.
-kdjax's `mobilenetv1` is the ImageNet MobileNet (stride-2 stem); Table 4's MobileNet row with it
-is an approximation of the IE-KD code's CIFAR MobileNet.
+Baseline columns (Table 1, Table 2, Supplementary Tables 1, 2, 4): KD, AT, FT, OD, Tf-KD (S),
+CRD, FitNet, SP, CC, VID, RKD, PKT, AB, NST under the IE recipe with RepDistiller's weights
+(the paper gives none), e.g. `...:data=cifar10,method=vid,teacher=resnet20,student=resnet56`;
+Figure 1(b) is `method=ft,teacher=resnet20,student=resnet56` against `arch=resnet56` and IE-FT.
+Table 4 rows: `method=dml` (paper form, tau 1) and `method=independent,student=X` (DML recipe).
+The paper reports top-1 error: `kdjax report --error`.
 """
 
 from __future__ import annotations
 
-from configs import common
+from configs import common, rd_cifar100, tfkd
 
 VARIANTS = {'ie_at': 'at', 'ie_ft': 'ft', 'ie_od': 'od'}   # Table 1's IE-AT / IE-FT / IE-OD
 PAIRS = {
@@ -38,7 +42,16 @@ PAIRS = {
     'cifar100': (('resnet110', 'resnet32'),),                          # Tables 5, 6
     'imagenet2012': (('resnet34', 'resnet18'), ('resnet18', 'resnet34')),  # Table 2, Supp. Table 4
 }
-DML_PEERS = ('resnet110', 'wrn_28_10', 'mobilenetv1', 'resnet32')     # Table 4, member 0 ResNet-32
+# Table 4 (CIFAR-100), member 0 ResNet-32. MobileNet: the CIFAR MobileNet of the IE-KD / DML code
+# (`mobilenetv1_cifar`, stride-1 stem), not the ImageNet one.
+DML_PEERS = ('resnet110', 'wrn_28_10', 'mobilenetv1_cifar', 'resnet32')
+# Baseline columns of Table 1 / 2 and Supplementary Tables 1, 2, 4 under the IE recipe. The paper
+# gives no baseline weights: RepDistiller's (configs/rd_cifar100.py; OD = `ofd`, FT and AB with
+# their init stages), Tf-KD's official self-training constants (the teacher is the student
+# architecture trained with the IE recipe).
+BASELINES = ('kd', 'at', 'ft', 'od', 'tfkd_self', 'crd', 'fitnet', 'sp', 'cc', 'vid', 'rkd', 'pkt',
+             'ab', 'nst')
+TABLE4 = ('ie_dml', 'dml', 'independent')
 _OPTIONS = dict(ratio=0.5, metric='', exp_metric='', inh=-1.0, exp=-1.0, rec='l1', ae_epochs=30.0,
                 split='random', rec_weight=0.8)
 
@@ -71,13 +84,24 @@ def _weights(a):
   return (a.inh if a.inh >= 0 else default), (a.exp if a.exp >= 0 else default)
 
 
+def dml_recipe(arch: str):
+  return common.sgd(common.base('cifar100', arch), epochs=200, lr=0.1, batch=64, wd=5e-4,
+                    boundaries=(60, 120, 180), nesterov=True)
+
+
 def ie_dml(a):
-  common.choose('data (IE-DML)', a.data, ('cifar100',))
-  common.choose('student (IE-DML member 0)', a.student, ('resnet32',))
+  """Table 4: IE-DML, DML (paper form: tau 1, KL not tau^2-scaled) and independent training."""
+  common.choose('data (Table 4)', a.data, ('cifar100',))
+  if a.method == 'independent':
+    common.choose('student', a.student, ('resnet32',) + DML_PEERS)
+    return dml_recipe(a.student)
+  common.choose('student (member 0)', a.student, ('resnet32',))
   common.choose('peer', a.peer, DML_PEERS)
-  c = common.sgd(common.base('cifar100', a.student), epochs=200, lr=0.1, batch=64, wd=5e-4,
-                 boundaries=(60, 120, 180), nesterov=True)
+  c = dml_recipe(a.student)
   c.model.cohort = (a.student, a.peer)
+  if a.method == 'dml':
+    return common.with_terms(c, {'dml': dict(method='dml', weight=1.0, temperature=1.0,
+                                             tau_squared=False, reduction='mean')}, 0.0)
   inh, exp = _weights(a)
   terms = {}
   for m, p in ((0, 1), (1, 0)):  # each term adds its member's CE; alternating updates (DML)
@@ -92,10 +116,12 @@ def get_config(arg=None):
   if a.arch:
     common.choose('arch', a.arch, teachers(a.data))
     return recipe(a.data, a.arch)
-  if a.method == 'ie_dml':
+  if a.method in TABLE4:
     return ie_dml(a)
-  common.choose('method', a.method, tuple(VARIANTS) + ('ie_dml',))
+  common.choose('method', a.method, tuple(VARIANTS) + BASELINES + TABLE4)
   common.choose('teacher,student', (a.teacher, a.student), PAIRS[a.data])
+  if a.method in BASELINES:
+    return baseline(a)
   c = common.with_teacher(recipe(a.data, a.student), a.teacher, teacher_dir(a.data, a.teacher))
   shared = dict(method='ie_kd', variant=VARIANTS[a.method], inherit_ratio=a.ratio,
                 rec_norm=a.rec, split=a.split)
@@ -113,12 +139,21 @@ def get_config(arg=None):
   return c
 
 
+def baseline(a):
+  rec = lambda arch: recipe(a.data, arch)
+  if a.method == 'tfkd_self':
+    c = common.with_teacher(rec(a.student), a.student, teacher_dir(a.data, a.student))
+    return common.with_terms(c, *reversed(tfkd.METHODS['tfkd_self']))
+  method = {'od': 'ofd'}.get(a.method, a.method)
+  return rd_cifar100.distill(method, a.teacher, a.student, rec, teacher_dir(a.data, a.teacher))
+
+
 def workdir(arg):
   a = _parse(arg)
   if a.arch:
     return teacher_dir(a.data, a.arch)
-  if a.method == 'ie_dml':
-    return f'runs/{a.data}/ie_kd/ie_dml_{a.student}_{a.peer}'
+  if a.method in TABLE4:
+    return f'runs/{a.data}/ie_kd/{a.method}_{a.student}' + (f'_{a.peer}' if a.peer else '')
   return f'runs/{a.data}/ie_kd/{a.method}_{a.teacher}_{a.student}'
 
 
@@ -127,8 +162,11 @@ def cells():
   for d, pairs in PAIRS.items():
     out += [f'data={d},arch={t}' for t in teachers(d)]
     out += [f'data={d},method={m},teacher={t},student={s}' for m in VARIANTS for t, s in pairs]
-  out += [f'data=cifar100,method=ie_dml,student=resnet32,peer={p}' for p in DML_PEERS]
-  return out
+    if d != 'cifar100':
+      out += [f'data={d},method={m},teacher={t},student={s}' for m in BASELINES for t, s in pairs]
+  out += [f'data=cifar100,method={m},student=resnet32,peer={p}' for m in ('ie_dml', 'dml')
+          for p in DML_PEERS]
+  return out + [f'data=cifar100,method=independent,student={x}' for x in DML_PEERS]
 
 
 REJECTED = {}

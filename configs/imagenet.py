@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from configs import common
 
-ARCHS = ('resnet18', 'resnet34')
+ARCHS = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1')   # also the SRRL / IPWD teachers
 PAIRS = (('resnet34', 'resnet18'),)
 METHODS = {'kd': (0.5, common.KD)}
 

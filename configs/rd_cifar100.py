@@ -107,15 +107,17 @@ def init_stage(method: str, teacher: str, student: str, lr: float) -> dict:
   raise ValueError(f'no init stage for {method!r}; two-stage methods: {TWO_STAGE}.')
 
 
-def distill(method: str, teacher: str, student: str, recipe=common.rd_cifar100):
-  """RD's `method` for teacher -> student on `recipe` (any architectures)."""
+def distill(method: str, teacher: str, student: str, recipe=common.rd_cifar100,
+            teacher_workdir: str = ''):
+  """RD's `method` for teacher -> student on `recipe` (any architectures; other papers'
+  baseline columns use it with their own recipe and teachers)."""
   common.choose('method', method, METHODS)
-  c = common.with_teacher(recipe(student), teacher, teacher_dir(teacher))
+  c = common.with_teacher(recipe(student), teacher, teacher_workdir or teacher_dir(teacher))
   if method in ONE_STAGE:
     ce, terms = ONE_STAGE[method]
     if method == 'dkd':
       terms = {'dkd': dict(terms['dkd'], beta=DKD_BETA.get((teacher, student), 8.0))}
-    return common.with_terms(c, terms, ce)
+    return common.with_terms(c, common.match_stages(terms, teacher, student), ce)
   if method.endswith('_2stage'):
     common.with_terms(c, common.KD, 0.1)
     main = common.stage('main')
@@ -125,7 +127,9 @@ def distill(method: str, teacher: str, student: str, recipe=common.rd_cifar100):
   else:
     common.with_terms(c, {}, 1.0)
     main = common.stage('main')
-  c.stages = (init_stage(method, teacher, student, c.optim.lr), main)
+  init = init_stage(method, teacher, student, c.optim.lr)
+  init['distill']['terms'] = common.match_stages(init['distill']['terms'], teacher, student)
+  c.stages = (init, main)
   return c
 
 

@@ -1,4 +1,4 @@
-"""SRRL (Yang et al. 2021): softmax regression representation learning, Tables 1, 5, 6, 9-12.
+"""SRRL (Yang et al. 2021): softmax regression representation learning, Tables 1, 2, 5-7, 9-12.
 
   kdjax config list srrl
   kdjax train --config configs/srrl.py:data=cifar100,arch=wrn_40_4 --workdir runs/cifar100/srrl/teacher_wrn_40_4
@@ -8,6 +8,9 @@
   ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_4,fm_only       (sr_only, layers=conv2+3+4)
   ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_4,sr=kl         (mse | ce | kl)
   ...:data=cifar100,teacher=wrn_40_4,student=wrn_16_2,at            (kd)
+  # baseline columns of Tables 5-7 (kd, at, ofd, rkd, crd) under the paper's recipes
+  ...:data=cifar100,method=ofd,teacher=wrn_40_4,student=wrn_16_4
+  ...:data=imagenet2012,method=crd,teacher=resnet50,student=mobilenetv1
   # Tables 11-12: the RepDistiller protocol and teachers (configs/rd_cifar100.py:arch=...)
   ...:protocol=crd,data=cifar100,teacher=resnet32x4,student=shufflenetv1
 
@@ -15,7 +18,10 @@ Loss: CE + alpha L_FM + beta L_SR (MSE through the frozen teacher head), alpha =
 (official; alpha 10 for ShuffleNetV1 students, SRD_ossl). `layers` (Table 1's last rows):
 conv2 / conv3 / conv2+3+4 = WRN groups 1 / 2 / 1+2+3 (`stage1`, `stage2`, `last`).
 Recipes (protocol=srrl): CIFAR-10 ResNets 350 epochs /10 at 150, 250, 320, WRNs 200 epochs
-/5 at 60, 120, 160; CIFAR-100 200 epochs /10 at 100, 150; batch 128, lr 0.1, wd 5e-4.
+/5 at 60, 120, 160; CIFAR-100 200 epochs /10 at 100, 150; batch 128, lr 0.1, wd 5e-4;
+ImageNet (Table 7) the CRD recipe (`common.imagenet`). Table 2's KD / AT / student rows are the
+WRN-40-4 -> WRN-16-4 cells. The narrow ResNet-34 (1.4M) / 18 / 10 / 50 rows of Tables 5 and 6
+are listed and fail with that reason; ResNet-34 -> ResNet-10 (4.95M) is `resnet10_cifar`.
 Table 10's KD (weight 1, tau 4) and AT (weight 1000) weights are not given in the paper.
 """
 
@@ -31,20 +37,29 @@ PAIRS = {
                            ('wrn_16_10', 'wrn_10_10'), ('resnet34_cifar', 'wrn_16_2'),
                            ('resnet34_cifar', 'mobilenetv2_w1'), ('wrn_40_4', 'mobilenetv2_w1')),
     ('crd', 'cifar100'): rd_cifar100.PAIRS,                                       # Tables 11, 12
+    ('srrl', 'imagenet2012'): (('resnet34', 'resnet18'), ('resnet50', 'mobilenetv1')),  # Table 7
 }
+PAIRS['srrl', 'cifar100'] += (('resnet34_cifar', 'resnet10_cifar'),)  # Table 6, 21.33M -> 4.95M
+# Rows with narrow ResNets the paper does not define (only their parameter counts): listed,
+# rejected with this reason.
+NARROW = {
+    ('srrl', 'cifar10'): (('resnet34_narrow', 'resnet18_narrow', '1.4M -> 0.7M'),),       # Table 5
+    ('srrl', 'cifar100'): (('resnet34_narrow', 'resnet10_narrow', '1.39M -> 0.34M'),      # Table 6
+                           ('resnet50_narrow', 'resnet18_narrow', '1.99M -> 0.75M')),
+}
+# Columns per table: the paper's baselines (RepDistiller weights; KD on ImageNet 0.5 CE + 0.9 KD
+# as CRD; OFD's official weight, 1e-4 on ImageNet) and SRRL. The CRD-protocol tables' baselines
+# are configs/rd_cifar100.py's cells.
+COLUMNS = {('srrl', 'cifar10'): ('srrl', 'kd', 'at', 'ofd', 'rkd'),
+           ('srrl', 'cifar100'): ('srrl', 'kd', 'at', 'ofd', 'rkd', 'crd'),
+           ('srrl', 'imagenet2012'): ('srrl', 'kd', 'at', 'ofd', 'rkd', 'crd'),
+           ('crd', 'cifar100'): ('srrl',)}
 # Hinton KD (0.1 CE + 0.9 KD, tau 4) on the CIFAR-10 recipe, pairs outside the paper's tables.
-KD_PAIRS = (('resnet56', 'resnet20'), ('resnet110', 'resnet20'), ('wrn_40_2', 'wrn_16_2'))
+KD_PAIRS = (('resnet56', 'resnet20'), ('resnet110', 'resnet20'))
 ARCH_KWARGS = {'mobilenetv2_w1': ('mobilenetv2', {'width_mult': 1.0})}
-METHODS = ('srrl', 'kd')
 # Table 1 / 9 / 10 option cells, on the pairs they were reported for.
 VARIANTS = {'wrn_40_4,student=wrn_16_4': ('fm_only', 'sr_only', 'layers=conv2', 'layers=conv3',
                                           'layers=conv2+3+4', 'sr=ce', 'sr=kl')}
-# Table 10's +AT where the networks have different numbers of stages: pair the stages of equal
-# resolution (student, teacher features); the paper does not say which it used.
-AT_FEATURES = {
-    ('resnet34_cifar', 'wrn_16_2'): (('stage1', 'stage2', 'stage3'), ('stage1', 'stage2', 'stage3')),
-    ('wrn_40_4', 'mobilenetv2_w1'): (('stage1', 'stage2'), ('stage2', 'stage3')),
-}
 _CONV = {'conv2': 'stage1', 'conv3': 'stage2', 'conv4': 'last'}
 
 
@@ -79,6 +94,8 @@ def recipe(a, arch: str):
   name, kwargs = ARCH_KWARGS.get(arch, (arch, {}))
   if a.protocol == 'crd':
     c = common.rd_cifar100(name)
+  elif a.data == 'imagenet2012':
+    c = common.imagenet(name)
   else:
     c = common.srrl_cifar10(name) if a.data == 'cifar10' else common.srrl_cifar100(name)
   if kwargs:
@@ -100,12 +117,23 @@ def get_config(arg=None):
                        f'configs/rd_cifar100.py:arch={a.arch}.')
     common.choose('arch', a.arch, archs(a.protocol, a.data))
     return recipe(a, a.arch)
-  common.choose('method', a.method, METHODS)
-  pairs = KD_PAIRS if a.method == 'kd' and a.data == 'cifar10' else PAIRS[a.protocol, a.data]
-  common.choose('teacher,student', (a.teacher, a.student), pairs)
+  common.choose('method', a.method, COLUMNS[a.protocol, a.data])
+  narrow = {(t, s): n for t, s, n in NARROW.get((a.protocol, a.data), ())}
+  if (a.teacher, a.student) in narrow:
+    raise ValueError(f'{a.teacher} -> {a.student} ({narrow[a.teacher, a.student]} parameters): '
+                     'the paper does not define these narrow ResNets, so there is no network to '
+                     'build.')
+  pairs = PAIRS[a.protocol, a.data] + (KD_PAIRS if a.data == 'cifar10' else ())
+  common.choose('teacher,student', (a.teacher, a.student), pairs + tuple(narrow))
+  if a.method != 'srrl':
+    c = rd_cifar100.distill(a.method, a.teacher, a.student, lambda x: recipe(a, x),
+                            teacher_dir(a, a.teacher))
+    if a.data == 'imagenet2012' and a.method == 'kd':
+      c.distill.ce_weight = 0.5
+    if a.data == 'imagenet2012' and a.method == 'ofd':
+      c.distill.terms.ofd.weight = 1e-4
+    return c
   c = common.with_teacher(recipe(a, a.student), a.teacher, teacher_dir(a, a.teacher))
-  if a.method == 'kd':
-    return common.with_terms(c, common.KD, 0.1)
   alpha = a.alpha if a.alpha >= 0 else (10.0 if a.student == 'shufflenetv1' else 1.0)
   term = dict(method='srrl', alpha=0.0 if a.sr_only else alpha, beta=0.0 if a.fm_only else a.beta,
               sr_loss=a.sr)
@@ -114,11 +142,8 @@ def get_config(arg=None):
   terms = {'srrl': term}
   if a.kd:
     terms['kd'] = dict(method='kd', weight=1.0, temperature=4.0)
-  if a.at:
-    terms['at'] = dict(method='at', weight=1000.0)
-    if (a.teacher, a.student) in AT_FEATURES:
-      s_feats, t_feats = AT_FEATURES[a.teacher, a.student]
-      terms['at'].update(student_features=s_feats, teacher_features=t_feats)
+  if a.at:  # stage lists of equal resolution where the stage counts differ (common.STAGE_MATCH)
+    terms.update(common.match_stages({'at': dict(method='at', weight=1000.0)}, a.teacher, a.student))
   return common.with_terms(c, terms, 1.0)
 
 
@@ -127,7 +152,8 @@ def workdir(arg):
   if a.arch:
     return teacher_dir(a, a.arch)
   extra = arg.split(f'student={a.student}', 1)[-1].strip(',').replace('=', '').replace(',', '_')
-  return f'runs/{a.data}/srrl/{a.method}_{a.teacher}_{a.student}' + (f'_{extra}' if extra else '')
+  folder = 'srrl_crd' if a.protocol == 'crd' else 'srrl'
+  return f'runs/{a.data}/{folder}/{a.method}_{a.teacher}_{a.student}' + (f'_{extra}' if extra else '')
 
 
 def cells():
@@ -136,14 +162,17 @@ def cells():
     head = f'protocol={p},data={d}'
     if p == 'srrl':
       out += [f'{head},arch={x}' for x in archs(p, d)]
-    for t, s in pairs:
+    for t, s in pairs + tuple((t, s) for t, s, _ in NARROW.get((p, d), ())):
       out.append(f'{head},teacher={t},student={s}')
+      out += [f'{head},method={m},teacher={t},student={s}' for m in COLUMNS[p, d][1:]]
       for v in VARIANTS.get(f'{t},student={s}', ()):
         out.append(f'{head},teacher={t},student={s},{v}')
-      if (p, d) == ('srrl', 'cifar100'):  # Table 10
+      if (p, d) == ('srrl', 'cifar100') and (t, s) in pairs:  # Table 10
         out += [f'{head},teacher={t},student={s},kd', f'{head},teacher={t},student={s},at']
   out += [f'protocol=srrl,data=cifar10,method=kd,teacher={t},student={s}' for t, s in KD_PAIRS]
   return out
 
 
-REJECTED = {}
+REJECTED = {f'protocol={p},data={d}' + (f',method={m}' if m != 'srrl' else '') +
+            f',teacher={t},student={s}': 'does not define these narrow ResNets'
+            for (p, d), rows in NARROW.items() for t, s, _ in rows for m in COLUMNS[p, d]}
