@@ -3,7 +3,8 @@
   kdjax train --config configs/rd_cifar100.py:method=kd,teacher=resnet32x4,student=resnet8x4 --workdir DIR [--config.x=y ...]
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
-  kdjax report DIR [DIR ...]          mean +- std over runs (seeds) of one experiment
+  kdjax report DIR [DIR ...] [--best] [--error] [--format markdown|csv|latex] [--params]
+                                       paper-layout table: methods x pairs, mean +- std over seeds
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
   kdjax methods                        list the registered distillation methods
@@ -68,7 +69,8 @@ def cmd_export(args, overrides):
 
 def cmd_report(args, overrides):
   from kdjax import report
-  report.run(args.workdirs)
+  report.run(args.workdirs, metric='best' if args.best else 'last', error=args.error,
+             fmt=args.format, params=args.params)
   return 0
 
 
@@ -128,8 +130,12 @@ def run(argv=None) -> int:
   p = sub.add_parser('export', help='write the student (no auxiliary modules) to a msgpack file')
   p.add_argument('--workdir', required=True)
   p.add_argument('--output', required=True)
-  p = sub.add_parser('report', help='mean +- std of results.json over runs (e.g. seeds)')
+  p = sub.add_parser('report', help='paper-layout table: mean +- std over seeds per method and pair')
   p.add_argument('workdirs', nargs='+')
+  p.add_argument('--best', action='store_true', help='best-epoch top-1 (default: last epoch)')
+  p.add_argument('--error', action='store_true', help='top-1 error instead of accuracy')
+  p.add_argument('--format', choices=('markdown', 'csv', 'latex'), default='markdown')
+  p.add_argument('--params', action='store_true', help="append results.json's parameter counts")
   p = sub.add_parser('bench', help='time the compiled train step on synthetic batches')
   p.add_argument('--config', required=True)
   p.add_argument('--steps', type=int, default=20)

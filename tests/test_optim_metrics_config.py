@@ -122,22 +122,3 @@ def test_config_json_round_trip(tmp_path):
   back = config_lib.from_json(str(p))
   assert json.loads(config_lib.to_json(back)) == json.loads(config_lib.to_json(cfg))
   assert config_lib.config_hash(back) == config_lib.config_hash(cfg)
-
-
-def test_report_mean_and_sample_std(tmp_path):
-  from kdjax import report
-  dirs = []
-  for seed, (last, best) in enumerate([(0.70, 0.72), (0.74, 0.75), (0.72, 0.78)]):
-    d = tmp_path / f's{seed}'
-    d.mkdir()
-    (d / 'results.json').write_text(json.dumps({
-        'final': {'top1': last, 'epoch': 240.0}, 'best': {'top1': best}, 'seed': seed,
-        'model': 'resnet8', 'teacher': 'resnet20', 'methods': ['kd']}))
-    dirs.append(str(d))
-  s = report.run(dirs)
-  np.testing.assert_allclose(s['last/top1']['mean'], 0.72)
-  np.testing.assert_allclose(s['last/top1']['std'], 0.02)  # sample std of .70/.74/.72
-  np.testing.assert_allclose(s['best/top1']['mean'], 0.75)
-  assert s['seeds'] == [0, 1, 2] and 'last/epoch' not in s
-  with pytest.raises(FileNotFoundError, match='no results.json'):
-    report.run([str(tmp_path)])
