@@ -19,7 +19,7 @@ import numpy as np
 
 from kdjax import data as data_lib
 from kdjax import models
-from kdjax.train import inputs, loop, setup as setup_lib
+from kdjax.train import inputs, loop, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
 SHAPES = {
@@ -71,7 +71,7 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
   # A given teacher replaces the config's checkpoint in build().
   setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
   variables = setup_lib.init_variables(setup)
-  tx, _ = loop._tx_for_stage(setup, 0, variables['params'])
+  tx, _ = optim.stage_tx(setup, 0, variables['params'])
   repl = setup_lib.replicated(setup.mesh)
   state = loop.fresh_state(setup, variables)
   batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,

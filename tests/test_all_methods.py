@@ -17,13 +17,11 @@ from kdjax.train import loop
 
 # method -> config overrides (dotted keys) beyond the default teacher resnet8 -> student resnet8.
 SPECIAL = {
-    'dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0,
-            'distill.update_groups': ('^student/member0/', '^student/member1/'), 'teacher': None},
+    'dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None},
     'one': {'model.name': 'one_resnet8', 'distill.ce_weight': 0.0, 'teacher': None},
-    'self_guidance': {'model.stochastic_depth_final_prob': 0.5, 'model.name': 'resnet14',
-                      'distill.ce_weight': 0.0, 'teacher': None},
-    'ie_dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None,
-               'distill.update_groups': ('^(student/member0|aux/ie_dml)/', '^student/member1/')},
+    'self_guidance': {'model.name': 'resnet14', 'distill.ce_weight': 0.0, 'teacher': None},
+    'stochastic_depth': {'model.name': 'resnet14', 'teacher': None},
+    'ie_dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None},
 }
 # Student/teacher pairs for methods that need matching channels or a different student.
 PAIRS = {'fsp': ('resnet8', 'resnet8')}

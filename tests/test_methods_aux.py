@@ -286,9 +286,9 @@ def feature_shapes(arch, classes=100, hw=32):
 
 def build_info(teacher, student, num_train=120, classes=100, labels=True):
   mt, vt, ft = feature_shapes(teacher, classes)
-  _, _, fs = feature_shapes(student, classes)
+  ms, _, fs = feature_shapes(student, classes)
   tl = (np.arange(num_train) % classes).astype(np.int32) if labels else None
-  info = api.BuildInfo(fs, ft, classes, num_train, student, teacher, mt.bn_before_relu(), tl)
+  info = api.BuildInfo(fs, ft, classes, num_train, ms.spec(), mt.spec(), tl)
   return info, vt
 
 
@@ -369,8 +369,9 @@ def test_builders_reject_bad_pairs():
   info_v2, _ = build_info('shufflenetv2', 'resnet8x4')
   with pytest.raises(ValueError, match='shufflenetv2'):
     api.build_term({'method': 'ofd'}, info_v2)
-  no_bn = dataclasses.replace(info, bn_before_relu=None)
-  with pytest.raises(ValueError, match='BN-before-ReLU'):
+  no_bn = dataclasses.replace(
+      info, teacher_spec=dataclasses.replace(info.teacher_spec, bn_before_relu={}))
+  with pytest.raises(ValueError, match='no BN directly in front'):
     api.build_term({'method': 'ofd'}, no_bn)
   with pytest.raises(ValueError, match='nce_m'):
     api.build_term({'method': 'crd', 'nce_m': 1.0}, info)

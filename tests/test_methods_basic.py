@@ -1,18 +1,19 @@
 """Tests of the parameter-free method registrations (kd, dkd, tfkd_reg, wsld, at, nst, fsp, sp, rkd*, pkt)."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import distill
+from kdjax import distill, models
 from kdjax.distill import api
 from kdjax.distill.methods import at as at_lib
-from kdjax.distill.methods import kd as kd_lib
 from kdjax.distill.methods import dkd as dkd_lib
 from kdjax.distill.methods import fsp as fsp_lib
+from kdjax.distill.methods import kd as kd_lib
 from kdjax.distill.methods import nst as nst_lib
 from kdjax.distill.methods import pkt as pkt_lib
 from kdjax.distill.methods import rkd as rkd_lib
@@ -44,8 +45,13 @@ def make_info(student=(16, 32, 64), teacher=(32, 64, 128), with_teacher=True):
   return api.BuildInfo(
       student_shapes=cifar_resnet_shapes(student),
       teacher_shapes=cifar_resnet_shapes(teacher) if with_teacher else None,
-      num_classes=NUM_CLASSES, num_train=100, student_arch='resnet20',
-      teacher_arch='wrn_40_2' if teacher != student else 'resnet56')
+      num_classes=NUM_CLASSES, num_train=100, student_spec=_spec('resnet20'),
+      teacher_spec=_spec('wrn_40_2' if teacher != student else 'resnet56'))
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(arch):
+  return models.spec(arch, NUM_CLASSES)
 
 
 def random_context(info, seed=0, progress=0.0):
@@ -251,3 +257,21 @@ def test_duplicate_registration_raises():
   with pytest.raises(ValueError, match='already registered'):
     api.register_method('kd', family='logits', paper='dup')(lambda info: None)
   assert distill.get_method('kd').builder is kd_lib.build_kd
+
+
+def test_stochastic_depth_declares_the_survival_schedule():
+  """Parameter-free: no loss, only the stochastic-depth student pass (p_l = 1 - l/L (1 - p_L))."""
+  (term,) = distill.build_term({'method': 'stochastic_depth', 'final_survival_prob': 0.5},
+                               make_info(with_teacher=False))
+  blocks = _spec('resnet20').num_blocks
+  assert blocks == 9
+  np.testing.assert_allclose(term.needs.survival, 1.0 - np.arange(1, 10) / 9 * 0.5, rtol=1e-6)
+  assert not term.needs_teacher and term.init is None
+  ctx = random_context(make_info())
+  assert float(term.loss({}, ctx)[0]) == 0.0
+  vgg = dataclasses.replace(make_info(with_teacher=False), student_spec=_spec('vgg8'))
+  with pytest.raises(ValueError, match='no residual blocks'):
+    distill.build_term({'method': 'stochastic_depth'}, vgg)
+  with pytest.raises(ValueError, match='final_survival_prob'):
+    distill.build_term({'method': 'stochastic_depth', 'final_survival_prob': 0.0},
+                       make_info(with_teacher=False))

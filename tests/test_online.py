@@ -8,9 +8,7 @@ teacher/student pair.
 """
 
 import dataclasses
-import glob
 import os
-import re
 
 import flax.linen as nn
 import jax
@@ -20,7 +18,6 @@ import numpy as np
 import optax
 import pytest
 
-from kdjax import config as config_lib
 from kdjax import distill, models
 from kdjax.distill import api
 from kdjax.models.cohort import Cohort
@@ -117,12 +114,12 @@ def _sgd(lr, params, groups=()):
   return optim_lib.make_tx(ocfg, optax.constant_schedule(lr), params, update_groups=groups)
 
 
-def _run_one_step(student, terms, params, batch_stats, images, labels, groups, lr, ce_weight=0.0,
+def _run_one_step(student, terms, params, batch_stats, images, labels, lr, ce_weight=0.0,
                   teacher=None, teacher_vars=None, num_classes=3, stage_epochs=10.0):
+  groups = optim_lib.update_groups(step_lib.stage_needs(terms))  # declared by the terms
   tx = _sgd(lr, {'student': params, 'aux': {}}, groups)
   cfg = step_lib.StepConfig(seed=0, steps_per_epoch=10, stage_start_step=0,
-                            stage_epochs=stage_epochs,
-                            ce_weight=ce_weight, num_classes=num_classes, update_groups=groups)
+                            stage_epochs=stage_epochs, ce_weight=ce_weight, num_classes=num_classes)
   batch = {'image': images, 'label': labels, 'index': jnp.arange(images.shape[0])}
   fn = step_lib.make_train_step(student=student, teacher=teacher, terms=terms, tx=tx,
                                 batch_fn=lambda data, step, key: data, cfg=cfg)
@@ -141,9 +138,8 @@ def test_dml_alternating_update_through_step_uses_updated_first_network():
   (term,) = api.build_term(dict(method='dml', temperature=2.0, tau_squared=True),
                            _build_info(student, x, k))
   lr = 0.5
-  groups = ('^student/member0/', '^student/member1/')
-  new_state, metrics = _run_one_step(student, (term,), v['params'], v['batch_stats'], x, y,
-                                     groups, lr)
+  assert optim_lib.update_groups(term.needs) == ('(?:^student/member0/)', '(?:^student/member1/)')
+  new_state, metrics = _run_one_step(student, (term,), v['params'], v['batch_stats'], x, y, lr)
 
   def loss(params):
     (_, f), _ = student.apply({'params': params, 'batch_stats': v['batch_stats']}, x, train=True,
@@ -167,8 +163,10 @@ def test_dml_alternating_update_through_step_uses_updated_first_network():
   assert diff > 1e-4, 'test is vacuous: alternating and simultaneous updates coincide'
   assert np.isfinite(metrics['loss/dml'])
 
-  # Without update groups the same step is the simultaneous update.
-  sim_state, _ = _run_one_step(student, (term,), v['params'], v['batch_stats'], x, y, (), lr)
+  # alternate=False: the same step is the simultaneous update (official TF code).
+  (sim_term,) = api.build_term(dict(method='dml', temperature=2.0, tau_squared=True,
+                                    alternate=False), _build_info(student, x, k))
+  sim_state, _ = _run_one_step(student, (sim_term,), v['params'], v['batch_stats'], x, y, lr)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                sim_state['params']['student']['member1'], simultaneous1)
 
@@ -337,12 +335,13 @@ def test_tfkd_self_reduction_hand_checked():
 def test_tfkd_self_builder_checks_architecture():
   x = jnp.zeros((2, 2, 2, 1))
   info = dataclasses.replace(_build_info(TinyNet(3), x, 3, TinyNet(3), TinyNet(3).init(
-      jax.random.key(0), x)), student_arch='resnet8', teacher_arch='resnet20')
+      jax.random.key(0), x)), student_spec=models.spec('resnet8', 3),
+      teacher_spec=models.spec('resnet20', 3))
   with pytest.raises(ValueError, match='self-training'):
     api.build_term(dict(method='tfkd_self'), info)
   (t,) = api.build_term(dict(method='tfkd_self', require_same_arch=False), info)
   assert t.weight == 0.95 and t.needs_teacher
-  (t,) = api.build_term(dict(method='tfkd_self'), dataclasses.replace(info, teacher_arch='resnet8'))
+  (t,) = api.build_term(dict(method='tfkd_self'), dataclasses.replace(info, teacher_spec=info.student_spec))
 
 
 # ----------------------------------------------------------------------------
@@ -484,7 +483,7 @@ def test_bss_term_end_to_end_through_step():
   y = jnp.argmax(t_logits, -1)  # teacher-correct everywhere, so base='teacher' attacks all
   info = _build_info(student, x, k, teacher, tv)
   (term,) = api.build_term(dict(method='bss', temperature=4.0, attack_size=5, base='teacher'), info)
-  new_state, metrics = _run_one_step(student, (term,), sv['params'], sv['batch_stats'], x, y, (),
+  new_state, metrics = _run_one_step(student, (term,), sv['params'], sv['batch_stats'], x, y,
                                      0.1, ce_weight=1.0, teacher=teacher, teacher_vars=tv,
                                      num_classes=k)
   assert float(metrics['bss/attacked']) == 5.0

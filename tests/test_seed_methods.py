@@ -9,7 +9,6 @@ targets) are checked through the registered terms on tiny models (8x8 inputs).
 from __future__ import annotations
 
 import functools
-import glob
 import os
 
 import chex
@@ -18,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from kdjax import config as config_lib
 from kdjax import models
 from kdjax.distill import api
 from kdjax.models.cohort import Cohort
@@ -27,6 +25,7 @@ from kdjax.distill.methods import ipwd as ipwd_lib
 from kdjax.distill.methods import pskd as pskd_lib
 from kdjax.distill.methods import self_guidance as self_guidance_lib
 from kdjax.distill.methods import srrl as srrl_lib
+from kdjax.train import optim as optim_lib, step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, HW = 4, 8
@@ -77,7 +76,7 @@ def _setup(cohort: bool = False):
   tv = t.init(jax.random.key(1), x, train=False)
   info = api.BuildInfo(student_shapes=feature_shapes(s, sv, _DS),
                        teacher_shapes=feature_shapes(t, tv, _DS), num_classes=10, num_train=20,
-                       student_arch='resnet8', teacher_arch='resnet14')
+                       student_spec=s.spec(), teacher_spec=t.spec())
   return s, sv, t, tv, info
 
 
@@ -239,8 +238,6 @@ class IEKDTermTest(absltest.TestCase):
   def test_two_stages_through_the_train_step(self):
     """AE stage trains only the AE; main stage freezes it; the split never changes."""
     from kdjax.config import base_config
-    from kdjax.train import optim as optim_lib
-    from kdjax.train import step as step_lib
     s, sv, t, tv, info = _setup()
     ae_term, main_term = _term(dict(method='ie_kd', phase='ae')), _term(dict(method='ie_kd'))
     aux = _aux(ae_term)
@@ -270,6 +267,9 @@ class IEKDTermTest(absltest.TestCase):
     self.assertTrue(changed(p1['aux']['ie']['ae'], p0['aux']['ie']['ae']))
     self.assertFalse(changed(p1['aux']['ie']['inh'], p0['aux']['ie']['inh']))
     self.assertFalse(changed(p1['student'], p0['student']))
+    # The 'ae' term declares the student in eval mode: its BN statistics stay put.
+    self.assertTrue(ae_term.needs.student_eval and not main_term.needs.student_eval)
+    self.assertFalse(changed(s1['batch_stats'], state['batch_stats']))
     s2 = run(s1, main_term, ('^student/', '^aux/ie/(inh|exp)/'), 1.0)
     p2 = s2['params']
     self.assertFalse(changed(p2['aux']['ie']['ae'], p1['aux']['ie']['ae']))
@@ -285,6 +285,10 @@ class IEKDTermTest(absltest.TestCase):
     info = _setup(True)[4]
     terms = api.resolve_terms(specs, info)
     self.assertEqual([t.name for t in terms], ['ie_m0', 'ie_m1'])
+    # Alternating DML order, each member with its own term's modules.
+    self.assertEqual(optim_lib.update_groups(step_lib.stage_needs(terms)),
+                     ('(?:^student/member0/)|(?:^aux/ie_m0/)',
+                      '(?:^student/member1/)|(?:^aux/ie_m1/)'))
     self.assertFalse(terms[0].needs_teacher)
     _, sv, _, _, _ = _setup(True)
     ctx = _context(cohort=True)
@@ -355,7 +359,9 @@ class SelfGuidanceTest(absltest.TestCase):
       want, _ = self_guidance_lib.self_guidance(sub, full, jnp.array([1, 2, 3, 4]))
       np.testing.assert_allclose(loss, want, rtol=1e-5)
     self.assertLen(traces, 1)
-    with self.assertRaisesRegex(ValueError, 'stochastic_depth_final_prob'):
+    self.assertEqual(term.needs.survival, tuple(float(p) for p in surv))
+    self.assertTrue(term.needs.student_pass and term.needs.images)
+    with self.assertRaisesRegex(ValueError, 'survival'):
       term.loss({'params': {}}, _context(survival=None))
 
 

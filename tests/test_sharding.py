@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent('''
             loop.train_and_evaluate(cfg, workdir, stop_after_steps=6)
             s = setup_lib.build(cfg)
             c = ck.Checkpointer(workdir + '/checkpoints')
-            step, state = loop._restore(s, c, setup_lib.init_variables(s)); c.close()
+            step, state = loop.restore(s, c, setup_lib.init_variables(s)); c.close()
             return step, jax.device_get({k: state[k] for k in ('params', 'aux_state')})
         finally:
             setup_lib.make_mesh = orig

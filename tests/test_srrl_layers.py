@@ -61,7 +61,7 @@ def _setup():
   (s, sv, x), (t, tv, _) = _model('resnet8'), _model('wrn_10_1')
   info = api.BuildInfo(student_shapes=feature_shapes(s, sv, _DS),
                        teacher_shapes=feature_shapes(t, tv, _DS), num_classes=10, num_train=20,
-                       student_arch='resnet8', teacher_arch='wrn_10_1')
+                       student_spec=s.spec(), teacher_spec=t.spec())
   (sl, sf), _ = s.apply(sv, x, train=True, mutable=['batch_stats'])
   tl, tf = t.apply(tv, x, train=False)
   ctx = api.Context(student={**sf, 'logits': sl},
@@ -118,6 +118,6 @@ def test_spatial_mismatch_and_bad_names_fail_at_build_time():
     api.build_term(dict(method='srrl', layers=('stage1',)), bad)
   with pytest.raises(ValueError, match='unknown layer'):
     api.build_term(dict(method='srrl', layers=('conv2',)), info)
-  with pytest.raises(ValueError, match='teacher_arch'):
+  with pytest.raises(ValueError, match='teacher_spec'):
     api.build_term(dict(method='srrl', layers=('stage2',)),
-                   dataclasses.replace(info, teacher_arch=''))
+                   dataclasses.replace(info, teacher_spec=None))

@@ -86,7 +86,7 @@ def _final_params(workdir, cfg):
   s = setup_lib.build(cfg)
   v = setup_lib.init_variables(s)
   ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  step, state = loop._restore(s, ck, v)
+  step, state = loop.restore(s, ck, v)
   ck.close()
   return step, state
 

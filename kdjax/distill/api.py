@@ -1,10 +1,11 @@
 """The contract between distillation methods and the generic train step.
 
 Synopsis:
-  A *method* is a builder registered under a name. A config lists *terms*:
+  A *method* is a builder registered under a name. A config names its *terms*
+  (the key is the term's name and, unless `method` is given, its method):
 
-      config.distill.terms = [dict(method='kd', weight=0.9, temperature=4.0),
-                              dict(method='at', weight=1000.0)]
+      config.distill.terms = {'kd': dict(weight=0.9, temperature=4.0),
+                              'at': dict(weight=1000.0)}
 
   Before anything is compiled, `resolve_terms` turns each entry into a `Term`
   by calling the method's builder with the entry's keyword arguments and a
@@ -12,8 +13,13 @@ Synopsis:
   (from `jax.eval_shape`). Builders check feature names, shapes and
   hyper-parameters there, so a typo fails in milliseconds, not after a compile.
 
+  A term declares in `Term.needs` what it asks of the step beyond the core
+  `Context` (images, dataset indices, extra passes, teacher BN on batch
+  statistics, a stochastic-depth student, update groups, ...); the step builds
+  only what some term declares.
+
   Inside the jitted step every term sees a `Context` (features of both models,
-  labels, dataset indices, a PRNG key, training progress) and its own auxiliary
+  labels, a PRNG key, training progress, plus what it declared) and its own auxiliary
   variables (connectors, embeddings, memory banks). It returns its loss, some
   metrics and the new non-trainable auxiliary state. The step sums
   `ce_weight * CE + sum(term.weight * term_loss)`.
@@ -29,42 +35,113 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from kdjax.models.spec import ModelSpec
+
 Array = jax.Array
 Features = Mapping[str, Array]
 AuxVars = Mapping[str, Any]  # flax-style {'params': ..., 'batch_stats': ..., 'bank': ...}
 
 
 @dataclasses.dataclass(frozen=True)
+class Needs:
+  """What a term asks of the train step beyond the core `Context`.
+
+  The step builds only what some term of the stage declares, so a new
+  unusual method adds a field here (a hook), never a flag to the step or a
+  global config key. `merge_needs` combines the terms of one stage.
+
+  Attributes:
+    images: `ctx.images`, the augmented batch (extra passes on it).
+    index: `ctx.index`, the dataset indices of the batch (memory banks).
+    teacher_variables: `ctx.teacher_variables` (margins, frozen heads).
+    student_pass: `ctx.apply_student(x, **kw)`: a differentiable extra pass of
+      the current student (train mode, statistics updates discarded).
+    teacher_pass: `ctx.apply_teacher(x)`: an extra pass of the frozen teacher
+      (differentiable with respect to its input).
+    teacher_batch_stats: the teacher runs with BN on batch statistics (OFD's
+      official `t_net.train()`); running statistics are not updated.
+    student_eval: the student's main pass runs in eval mode (running BN
+      statistics, not updated): init stages that train only auxiliary
+      modules on frozen features (FT's paraphraser, IE-KD's auto-encoder).
+    survival: per-block survival probabilities of stochastic depth: the main
+      student pass drops each residual branch with a Bernoulli keep mask drawn
+      from (seed, step), `ctx.survival` holds them, and evaluation deploys the
+      expected network (branches scaled by them).
+    update_groups: group name -> regexes over parameter paths ('student/...',
+      'aux/{term}/...'; '{term}' is replaced by the term's name). Groups are
+      updated one after another, each after a fresh forward pass that sees the
+      groups updated before it (DML's alternating order); parameters in no
+      group are frozen. Empty: one simultaneous update.
+  """
+  images: bool = False
+  index: bool = False
+  teacher_variables: bool = False
+  student_pass: bool = False
+  teacher_pass: bool = False
+  teacher_batch_stats: bool = False
+  student_eval: bool = False
+  survival: tuple[float, ...] | None = None
+  update_groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+  def for_term(self, name: str) -> 'Needs':
+    """The same needs with '{term}' in the update-group regexes replaced by `name`."""
+    if not self.update_groups:
+      return self
+    groups = {g: tuple(r.replace('{term}', name) for r in rs) for g, rs in self.update_groups.items()}
+    return dataclasses.replace(self, update_groups=groups)
+
+
+def merge_needs(needs: Sequence[Needs]) -> Needs:
+  """The union of several terms' needs (one stage); conflicting survival schedules raise."""
+  out = {f.name: f.default for f in dataclasses.fields(Needs) if f.name != 'update_groups'}
+  groups: dict[str, tuple[str, ...]] = {}
+  for n in needs:
+    for f in dataclasses.fields(Needs):
+      value = getattr(n, f.name)
+      if f.name == 'update_groups':
+        for g, rs in value.items():
+          groups[g] = groups.get(g, ()) + tuple(r for r in rs if r not in groups.get(g, ()))
+      elif f.name == 'survival':
+        if value is not None and out['survival'] is not None and tuple(value) != out['survival']:
+          raise ValueError(f'two terms ask for different stochastic-depth survival probabilities '
+                           f'({out["survival"][-1]} vs {value[-1]} final); use one.')
+        if value is not None:
+          out['survival'] = tuple(float(v) for v in value)
+      else:
+        out[f.name] = out[f.name] or value
+  return Needs(**out, update_groups=groups)
+
+
+@dataclasses.dataclass(frozen=True)
 class Context:
   """Everything a term may read inside the traced train step.
 
-  `student` and `teacher` are the models' feature dicts (they include
-  'logits'). Teacher features are already under `stop_gradient`.
-  `apply_student(images, **kw)` reruns the student (train mode, BN on batch
-  statistics, statistics updates discarded) with the *current*
-  (differentiated) parameters; `apply_teacher(images)` reruns the frozen
-  teacher in eval mode. Both return `(logits, features)`; they exist for
-  methods that need extra passes (Self-Guidance's expected network, BSS's
-  adversarial samples). `apply_teacher` is differentiable with respect to
-  its input (BSS attacks the teacher); its parameters are never trained
-  because they are not part of the optimised state.
-  `survival` holds the per-block survival probabilities when the run uses
-  stochastic depth (`model.stochastic_depth_final_prob < 1`), else None; the
-  student pass in `student` then used a Bernoulli keep mask drawn from them.
-  `progress` is the number of epochs done in the current stage (a float
-  scalar, fractional within an epoch) and `stage_epochs` that stage's length,
-  for methods with schedules.
+  Core fields, always present: `student` and `teacher` are the models'
+  feature dicts (they include 'logits'; teacher features are already under
+  `stop_gradient`), `labels`, a per-term PRNG key `rng`, `progress` (epochs
+  done in the current stage, a float scalar, fractional within an epoch) and
+  `stage_epochs` (that stage's length) for schedules.
+
+  Declared capabilities (see `Needs`), None unless some term of the stage
+  declares them: `images`, `index`, `teacher_variables`, `apply_student(images,
+  **kw)` (reruns the student in train mode, BN on batch statistics,
+  statistics updates discarded, with the *current* differentiated
+  parameters), `apply_teacher(images)` (reruns the frozen teacher; its
+  parameters are never trained because they are not part of the optimised
+  state) and `survival` (per-block survival probabilities; the main student
+  pass then used a Bernoulli keep mask drawn from them). Both `apply_*`
+  return `(logits, features)`.
   """
   student: Features
   teacher: Features | None
   labels: Array
-  index: Array
-  images: Array
   rng: Array
   progress: Array
   stage_epochs: float
   train: bool
   num_classes: int
+  images: Array | None = None
+  index: Array | None = None
   apply_student: Callable[..., tuple[Array, Features]] | None = None
   apply_teacher: Callable[..., tuple[Array, Features]] | None = None
   teacher_variables: Any = None
@@ -91,6 +168,7 @@ class Term:
     needs_teacher: False for teacher-free terms (Tf-KD reg, PS-KD, ...).
     aux_weight_decay: whether the optimizer's weight decay applies to this
       term's trainable parameters (CRD's embeddings follow the student).
+    needs: what the term asks of the step beyond the core `Context` (`Needs`).
   """
   name: str
   method: str
@@ -99,6 +177,7 @@ class Term:
   init: InitFn | None = None
   needs_teacher: bool = True
   aux_weight_decay: bool = True
+  needs: Needs = Needs()
 
   def __call__(self, aux: AuxVars, ctx: Context):
     return self.loss(aux, ctx)
@@ -111,9 +190,8 @@ class BuildInfo:
   teacher_shapes: Mapping[str, jax.ShapeDtypeStruct] | None
   num_classes: int
   num_train: int
-  student_arch: str = ''
-  teacher_arch: str = ''
-  bn_before_relu: Mapping[str, tuple[str, ...]] | None = None  # teacher's, for OFD
+  student_spec: ModelSpec | None = None
+  teacher_spec: ModelSpec | None = None
   # Training labels (after noise/imbalance) indexed like ctx.index, for
   # methods that sample by class (CRD's negatives). numpy int [num_train].
   train_labels: Any = None
@@ -122,15 +200,31 @@ class BuildInfo:
     """Shape of feature `key` of 'student' or 'teacher', with a helpful error."""
     shapes = self.student_shapes if who == 'student' else self.teacher_shapes
     if shapes is None:
-      raise ValueError(f'this method needs a teacher, but the config has none '
-                       f'(set config.teacher.checkpoint).')
+      raise ValueError('this method needs a teacher, but the config has none '
+                       '(set config.teacher.checkpoint).')
     if key not in shapes:
       raise ValueError(f'unknown {who} feature {key!r} of {self.arch(who)}'
                        f'{_did_you_mean(key, shapes)}; known: {sorted(shapes)}')
     return shapes[key]
 
+  @property
+  def student_arch(self) -> str:
+    return self.student_spec.arch if self.student_spec else ''
+
+  @property
+  def teacher_arch(self) -> str:
+    return self.teacher_spec.arch if self.teacher_spec else ''
+
   def arch(self, who: str) -> str:
     return self.student_arch if who == 'student' else self.teacher_arch
+
+  def spec(self, who: str) -> ModelSpec:
+    """The `ModelSpec` of 'student' or 'teacher' (what the model says about itself)."""
+    spec = self.student_spec if who == 'student' else self.teacher_spec
+    if spec is None:
+      raise ValueError(f'this method needs the {who} model\'s description, but the build has '
+                       'none' + (' (set config.teacher.checkpoint).' if who == 'teacher' else '.'))
+    return spec
 
   def stages(self, who: str, preact: bool = False) -> tuple[str, ...]:
     """Names of the stage outputs (RD's feat[1:-1]) in order."""
@@ -228,7 +322,7 @@ def build_term(spec: Mapping[str, Any], info: BuildInfo) -> list[Term]:
     if len(terms) != 1:
       raise ValueError(f'"name" given for method {method!r}, which builds {len(terms)} terms.')
     terms = [dataclasses.replace(terms[0], name=name)]
-  return terms
+  return [dataclasses.replace(t, needs=t.needs.for_term(t.name)) for t in terms]
 
 
 def resolve_terms(specs: Sequence[Mapping[str, Any]], info: BuildInfo) -> tuple[Term, ...]:
@@ -308,5 +402,5 @@ def example_context(info: BuildInfo, batch: int = 2) -> Context:
     return {k: jnp.zeros((batch,) + tuple(v.shape[1:]), v.dtype) for k, v in shapes.items()}
   return Context(student=zeros(info.student_shapes), teacher=zeros(info.teacher_shapes),
                  labels=jnp.zeros((batch,), jnp.int32), index=jnp.zeros((batch,), jnp.int32),
-                 images=None, rng=jax.random.key(0), progress=jnp.zeros(()),
+                 rng=jax.random.key(0), progress=jnp.zeros(()),
                  stage_epochs=1.0, train=False, num_classes=info.num_classes)

@@ -31,22 +31,7 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def _tx_for_stage(setup, stage_idx, params):
-  """(optimizer, lr schedule) of one stage; aux modules of other stages stay frozen."""
-  st = setup.stages[stage_idx]
-  schedule = optim.learning_rate(st.optim, setup.steps_per_epoch, st.epochs)
-  active = [t.name for t in setup.stage_terms[stage_idx] if t.name in params['aux']]
-  trainable = list(st.trainable)
-  if not trainable and len(active) < len(params['aux']):
-    # Auxiliary modules that belong to other stages stay frozen (no update, no decay).
-    trainable = ['^student/'] + [f'^aux/{n}/' for n in active]
-  no_decay = [f'aux/{t.name}/' for t in setup.stage_terms[stage_idx] if not t.aux_weight_decay]
-  tx = optim.make_tx(st.optim, schedule, params, trainable=trainable, no_decay_prefixes=no_decay,
-                     update_groups=tuple(st.distill.update_groups))
-  return tx, schedule
-
-
-def _restore(setup, ckpt, variables):
+def restore(setup, ckpt, variables):
   """(step, state) from the newest readable checkpoint, or None.
 
   The abstract target carries the optimizer state of the stage that runs the
@@ -57,7 +42,7 @@ def _restore(setup, ckpt, variables):
   if not steps:
     return None
   repl = setup_lib.replicated(setup.mesh)
-  tx, _ = _tx_for_stage(setup, setup.stage_of(steps[-1]), variables['params'])
+  tx, _ = optim.stage_tx(setup, setup.stage_of(steps[-1]), variables['params'])
   abstract = jax.eval_shape(lambda v: {**v, 'opt': tx.init(v['params'])}, variables)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
   return ckpt.restore_latest(abstract)
@@ -70,10 +55,7 @@ def compile_stage(setup, stage_idx, tx, batch_fn):
   scfg = step_lib.StepConfig(seed=cfg.seed, steps_per_epoch=setup.steps_per_epoch,
                              stage_start_step=setup.stage_bounds[stage_idx][0],
                              stage_epochs=float(st.epochs), ce_weight=float(st.distill.ce_weight),
-                             num_classes=setup.dataset.num_classes,
-                             teacher_train_mode=cfg.teacher.train_mode, survival=setup.survival,
-                             update_groups=tuple(st.distill.update_groups),
-                             student_train=bool(st.student_train))
+                             num_classes=setup.dataset.num_classes)
   fn = step_lib.make_train_step(student=setup.student,
                                 teacher=setup.teacher.model if setup.teacher else None,
                                 terms=setup.stage_terms[stage_idx], tx=tx, batch_fn=batch_fn,
@@ -84,7 +66,7 @@ def compile_stage(setup, stage_idx, tx, batch_fn):
 
 def fresh_state(setup, variables):
   """A replicated train state from `init_variables`, with the first stage's optimizer."""
-  tx, _ = _tx_for_stage(setup, 0, variables['params'])
+  tx, _ = optim.stage_tx(setup, 0, variables['params'])
   return jax.device_put({**variables, 'opt': tx.init(variables['params'])},
                         setup_lib.replicated(setup.mesh))
 
@@ -176,7 +158,7 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
 
   # Resume: the abstract state of the stage that runs the checkpoint's step.
   variables = setup_lib.init_variables(setup)
-  restored = _restore(setup, ckpt, variables)
+  restored = restore(setup, ckpt, variables)
   if restored is None:
     state = fresh_state(setup, variables)
     history = writer.truncate_after(-1)
@@ -205,7 +187,7 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
       start, end = setup.stage_bounds[stage_idx]
       if step >= end:
         continue
-      tx, schedule = _tx_for_stage(setup, stage_idx, state['params'])
+      tx, schedule = optim.stage_tx(setup, stage_idx, state['params'])
       terms = setup.stage_terms[stage_idx]
       batch_size = st.optim.batch_size
       if ds.in_memory:
@@ -263,7 +245,7 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
         if step == end and stage_idx + 1 < len(setup.stages):
           # Save the next stage's fresh optimizer state so a checkpoint at a
           # boundary always matches the stage that runs its step.
-          ntx, _ = _tx_for_stage(setup, stage_idx + 1, state['params'])
+          ntx, _ = optim.stage_tx(setup, stage_idx + 1, state['params'])
           state = {**state, 'opt': jax.jit(ntx.init, out_shardings=repl)(state['params'])}
         if (epoch_end and round(epochs_done) % cfg.checkpoint_every_epochs == 0) or step == end:
           ckpt.save(step, state)
@@ -328,7 +310,7 @@ def _restore_workdir(workdir: str):
   cfg = config_lib.from_json(cfg_path)
   setup = setup_lib.build(cfg)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
-  restored = _restore(setup, ckpt, setup_lib.init_variables(setup))
+  restored = restore(setup, ckpt, setup_lib.init_variables(setup))
   ckpt.close()
   if restored is None:
     raise FileNotFoundError(f'no readable checkpoint in {workdir}/checkpoints.')

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import jax
 import optax
 
+from kdjax.distill.api import merge_needs
+
 
 def learning_rate(optim, steps_per_epoch: int, epochs: float) -> optax.Schedule:
   lr = optim.lr
@@ -59,6 +61,11 @@ def group_of(path: str, groups: Sequence[str]) -> str | None:
   return None
 
 
+def update_groups(needs) -> tuple[str, ...]:
+  """One regex per update group of a `distill.api.Needs` (a group's regexes joined by '|')."""
+  return tuple('|'.join(f'(?:{r})' for r in regexes) for regexes in needs.update_groups.values())
+
+
 def replace_group_state(old_state, new_state, group: str):
   """Keep `new_state`'s inner state for `group` only (multi_transform states)."""
   inner = dict(old_state.inner_states)
@@ -76,8 +83,9 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
       parameters that match none of them are frozen (zero update, no decay).
     no_decay_prefixes: path prefixes exempt from weight decay.
     update_groups: regexes defining parameter groups that the step updates
-      one after another; each gets its own optimizer state. Parameters in no
-      group are frozen.
+      one after another (declared by terms, see `step.update_groups`); each
+      gets its own optimizer state. Parameters in no group are frozen. One
+      group or none: the plain update.
   """
   patterns = [re.compile(p) for p in trainable]
 
@@ -94,14 +102,35 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
       optax.trace(decay=optim.momentum, nesterov=optim.nesterov) if optim.momentum else optax.identity(),
       optax.scale_by_learning_rate(schedule),
   )
-  if update_groups:
+  if len(update_groups) > 1:
     for i, g in enumerate(update_groups):
       if not any(group_of(k, update_groups) == f'group{i}' for k in paths):
-        raise ValueError(f'distill.update_groups[{i}]={g!r} matches no parameter (or only ones an '
-                         f'earlier group took); paths look like {sorted(paths)[:3]}')
+        raise ValueError(f'update group {i} ({g!r}, declared by a term) matches no parameter (or '
+                         f'only ones an earlier group took); paths look like {sorted(paths)[:3]}')
     labels = label_tree(params, lambda k: (group_of(k, update_groups) or 'freeze')
                         if is_trainable(k) else 'freeze')
     txs = {name: sgd for name in (f'group{i}' for i in range(len(update_groups)))}
     return optax.multi_transform({**txs, 'freeze': optax.set_to_zero()}, labels)
-  labels = label_tree(params, lambda k: 'train' if is_trainable(k) else 'freeze')
+  # One group (or none) is the plain update; parameters outside a declared group stay frozen.
+  in_group = (lambda k: group_of(k, update_groups) is not None) if update_groups else (lambda k: True)
+  labels = label_tree(params, lambda k: 'train' if is_trainable(k) and in_group(k) else 'freeze')
   return optax.multi_transform({'train': sgd, 'freeze': optax.set_to_zero()}, labels)
+
+
+def stage_tx(setup, stage_idx: int, params):
+  """(optimizer, lr schedule) of one stage of a `train.setup.Setup`.
+
+  Auxiliary modules of other stages stay frozen (no update, no decay) unless
+  the stage lists `trainable` regexes; the update groups are those the
+  stage's terms declare (`Term.needs`).
+  """
+  st, terms = setup.stages[stage_idx], setup.stage_terms[stage_idx]
+  schedule = learning_rate(st.optim, setup.steps_per_epoch, st.epochs)
+  active = [t.name for t in terms if t.name in params['aux']]
+  trainable = list(st.trainable)
+  if not trainable and len(active) < len(params['aux']):
+    trainable = ['^student/'] + [f'^aux/{n}/' for n in active]
+  no_decay = [f'aux/{t.name}/' for t in terms if not t.aux_weight_decay]
+  tx = make_tx(st.optim, schedule, params, trainable=trainable, no_decay_prefixes=no_decay,
+               update_groups=update_groups(merge_needs([t.needs for t in terms])))
+  return tx, schedule

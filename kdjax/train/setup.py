@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax import config as config_lib
@@ -47,7 +46,7 @@ class Setup:
   all_terms: dict    # name -> Term (first occurrence), owner of aux variables
   steps_per_epoch: int
   stage_bounds: list  # per stage: (start_step, end_step)
-  survival: tuple[float, ...] | None
+  survival: tuple[float, ...] | None  # declared by a term: evaluate the expected network
   mesh: Mesh
   info: distill_api.BuildInfo
 
@@ -122,6 +121,23 @@ def load_teacher(cfg, dataset) -> Teacher | None:
   return Teacher(model, variables, arch, ckpt_lib.tree_hash(variables), path)
 
 
+DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(cfg) -> dict:
+  """Model kwargs for the config's compute dtype (`dtype`, 'float32' when absent).
+
+  'bfloat16' makes the student's convolutions and dense layers compute in
+  bfloat16 (parameters, BN statistics, features and logits stay float32, so
+  every loss is computed in float32). 'float32' adds nothing, so float32 runs
+  build exactly the models they always did.
+  """
+  name = cfg.get('dtype', 'float32')
+  if name not in DTYPES:
+    raise ValueError(f'dtype={name!r} is not supported; use one of {sorted(DTYPES)}.')
+  return {} if DTYPES[name] is None else {'dtype': DTYPES[name]}
+
+
 def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
   """Resolve everything; `dataset`/`teacher` replace the config's (benchmarks)."""
   config_lib.check(cfg)
@@ -131,6 +147,7 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
       distill_api.check_spec({'method': key, **dict(spec)})
   dataset = dataset if dataset is not None else data_lib.load(cfg.data)
   kwargs = dict(cfg.model.kwargs) if cfg.model.kwargs else {}
+  kwargs.update(compute_dtype(cfg))
   if cfg.model.cohort:
     student = Cohort(tuple(models.create(a, dataset.num_classes, **kwargs) for a in cfg.model.cohort))
   else:
@@ -149,15 +166,13 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
       lambda: student.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
   s_shapes = feature_shapes(student, var_shapes, dataset)
   t_shapes = None
-  bn_map = None
   if teacher is not None:
     t_shapes = feature_shapes(teacher.model, teacher.variables, dataset)
-    bn_map = getattr(teacher.model, 'bn_before_relu', lambda: None)()
   info = distill_api.BuildInfo(student_shapes=s_shapes, teacher_shapes=t_shapes,
                                num_classes=dataset.num_classes, num_train=dataset.num_train,
-                               student_arch=cfg.model.name, teacher_arch=teacher.arch if teacher else '',
-                               bn_before_relu=bn_map,
-                               train_labels=getattr(dataset, 'train_labels', None))
+                               student_spec=student.spec(),
+                               teacher_spec=teacher.model.spec() if teacher else None,
+                               train_labels=dataset.train_labels)
   stage_terms, all_terms = [], {}
   for st in stages:
     specs = []
@@ -177,12 +192,8 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
     bounds.append((start, end))
     start = end
 
-  survival = None
-  if cfg.model.stochastic_depth_final_prob < 1.0:
-    if not hasattr(student, 'num_blocks'):
-      raise ValueError(f'{cfg.model.name} has no residual blocks; stochastic depth needs one.')
-    survival = tuple(float(p) for p in models.survival_probs(student.num_blocks,
-                                                              cfg.model.stochastic_depth_final_prob))
+  # Stochastic depth is declared by terms; evaluation deploys the expected network.
+  survival = distill_api.merge_needs([t.needs for t in all_terms.values()]).survival
   return Setup(cfg, dataset, student, cfg.model.name, teacher, stages, stage_terms, all_terms,
                steps_per_epoch, bounds, survival, make_mesh(), info)
 

@@ -9,6 +9,9 @@ Synopsis:
   teacher is a separate, non-donated argument run in eval mode outside the
   gradient; student and teacher see the same augmented batch; every random
   number derives from (seed, step), so resuming needs no saved RNG.
+  The step has no method switches: each term declares what it needs
+  (`Term.needs`: extra passes, teacher BN on batch statistics, a
+  stochastic-depth student, update groups, ...) and only that is built.
   A step whose loss is not finite leaves the state untouched (so no NaN ever
   reaches a checkpoint) and the loop stops with the step and the terms.
 """
@@ -16,17 +19,20 @@ Synopsis:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill.api import Context, Term
+from kdjax.distill.api import Context, Needs, Term, merge_needs
 from kdjax.train import optim as optim_lib
 
-# Fixed stream ids folded into the step key; changing them changes every run.
-_STREAM_AUG, _STREAM_DEPTH, _STREAM_TERMS = 1, 2, 3
+# The one table of stream ids folded into the step key (changing one changes every run):
+#   AUG    data augmentation of the batch
+#   DEPTH  stochastic-depth keep masks of the student pass
+#   TERMS  per-term keys, ctx.rng = fold_in(fold_in(key, TERMS), term index)
+STREAM_AUG, STREAM_DEPTH, STREAM_TERMS = 1, 2, 3
 
 
 def cross_entropy(logits, labels):
@@ -36,20 +42,18 @@ def cross_entropy(logits, labels):
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  """Static description of one stage's step."""
+  """Static description of one stage's step (method-specific needs come from the terms)."""
   seed: int
   steps_per_epoch: int
   stage_start_step: int
   stage_epochs: float
   ce_weight: float
   num_classes: int
-  teacher_train_mode: bool = False
-  # Per-block survival probabilities for stochastic depth (None: off).
-  survival: tuple[float, ...] | None = None
-  # Regexes over parameter paths updated one after another (DML order).
-  update_groups: tuple[str, ...] = ()
-  # False: the student runs in eval mode (running BN statistics, not updated).
-  student_train: bool = True
+
+
+def stage_needs(terms: Sequence[Term]) -> Needs:
+  """What the terms of one stage ask of the step, together."""
+  return merge_needs([t.needs for t in terms])
 
 
 def group_names(groups):
@@ -63,13 +67,19 @@ def step_keys(seed: int, step):
 
 def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.GradientTransformation,
                     batch_fn: Callable, cfg: StepConfig, batch_sharding=None) -> Callable:
-  """Returns `step(state, teacher_vars, data) -> (state, metrics)` (not jitted)."""
-  survival = None if cfg.survival is None else jnp.asarray(cfg.survival, jnp.float32)
+  """Returns `step(state, teacher_vars, data) -> (state, metrics)` (not jitted).
+
+  Builds only what the terms declare (`Term.needs`); the plain update is the
+  one-group case of the grouped update.
+  """
+  needs = stage_needs(terms)
+  survival = None if needs.survival is None else jnp.asarray(needs.survival, jnp.float32)
+  groups = optim_lib.update_groups(needs)
 
   def step_fn(state, teacher_vars, data):
     step = state['step']
     key = step_keys(cfg.seed, step)
-    batch = batch_fn(data, step, jax.random.fold_in(key, _STREAM_AUG))
+    batch = batch_fn(data, step, jax.random.fold_in(key, STREAM_AUG))
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     images, labels = batch['image'], batch['label']
@@ -78,7 +88,7 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
     t_feats, apply_teacher = None, None
     if teacher is not None:
       def apply_teacher(x):
-        if cfg.teacher_train_mode:  # OFD's official code: teacher BN on batch statistics.
+        if needs.teacher_batch_stats:
           (lg, ft), _ = teacher.apply(teacher_vars, x, train=True, mutable=['batch_stats'])
         else:
           lg, ft = teacher.apply(teacher_vars, x, train=False)
@@ -87,7 +97,7 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
 
     model_kw = {}
     if survival is not None:
-      keep = jax.random.bernoulli(jax.random.fold_in(key, _STREAM_DEPTH), survival)
+      keep = jax.random.bernoulli(jax.random.fold_in(key, STREAM_DEPTH), survival)
       model_kw['branch_scale'] = keep.astype(jnp.float32)
 
     def loss_fn(params, batch_stats, aux_states):
@@ -96,27 +106,31 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
                                     x, train=True, mutable=['batch_stats'], **kw)
         return lg, {**ft, 'logits': lg}
 
-      if cfg.student_train:
-        (s_logits, s_feats), new_model_state = student.apply(
-            {'params': params['student'], 'batch_stats': batch_stats},
-            images, train=True, mutable=['batch_stats'], **model_kw)
-      else:
-        s_logits, s_feats = student.apply({'params': params['student'], 'batch_stats': batch_stats},
-                                          images, train=False, **model_kw)
+      student_vars = {'params': params['student'], 'batch_stats': batch_stats}
+      if needs.student_eval:
+        s_logits, s_feats = student.apply(student_vars, images, train=False, **model_kw)
         new_model_state = {'batch_stats': batch_stats}
+      else:
+        (s_logits, s_feats), new_model_state = student.apply(
+            student_vars, images, train=True, mutable=['batch_stats'], **model_kw)
       s_feats = {**s_feats, 'logits': s_logits}
       ce = cross_entropy(s_logits, labels)
       total = cfg.ce_weight * ce
       metrics = {'loss/ce': ce}
       new_aux_states = dict(aux_states)
+      declared = dict(
+          images=images if needs.images else None,
+          index=batch['index'] if needs.index else None,
+          apply_student=apply_student if needs.student_pass else None,
+          apply_teacher=apply_teacher if needs.teacher_pass else None,
+          teacher_variables=teacher_vars if needs.teacher_variables else None,
+          survival=survival)
       for i, term in enumerate(terms):
         aux = {'params': params['aux'].get(term.name, {}), **aux_states.get(term.name, {})}
-        ctx = Context(student=s_feats, teacher=t_feats, labels=labels, index=batch['index'],
-                      images=images, rng=jax.random.fold_in(jax.random.fold_in(key, _STREAM_TERMS), i),
+        ctx = Context(student=s_feats, teacher=t_feats, labels=labels,
+                      rng=jax.random.fold_in(jax.random.fold_in(key, STREAM_TERMS), i),
                       progress=progress, stage_epochs=cfg.stage_epochs, train=True,
-                      num_classes=cfg.num_classes, apply_student=apply_student,
-                      apply_teacher=apply_teacher, teacher_variables=teacher_vars,
-                      survival=survival)
+                      num_classes=cfg.num_classes, **declared)
         loss, term_metrics, term_state = term.loss(aux, ctx)
         total = total + term.weight * loss
         metrics[f'loss/{term.name}'] = loss
@@ -130,30 +144,27 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     params, batch_stats, aux_states, opt = (state['params'], state['batch_stats'],
                                             state['aux_state'], state['opt'])
-    if not cfg.update_groups:
-      (loss, (metrics, batch_stats, aux_states)), grads = grad_fn(params, batch_stats, aux_states)
-      updates, opt = tx.update(grads, opt, params)
-      params = optax.apply_updates(params, updates)
-      finite = jnp.isfinite(loss)
-      grad_norm = optax.tree.norm(grads)
-    else:
-      # DML's alternating order: each group is updated after a fresh forward
-      # pass that already sees the groups updated before it. The optimizer has
-      # one inner state per group (see optim.make_tx), and only the updated
-      # group's state advances.
-      finite, grad_norm, metrics = jnp.array(True), 0.0, None
-      for g, name in enumerate(group_names(cfg.update_groups)):
-        (loss, (m, batch_stats, aux_states)), grads = grad_fn(params, batch_stats, aux_states)
-        metrics = m if metrics is None else metrics
-        in_group = optim_lib.label_tree(params, lambda p: optim_lib.group_of(p, cfg.update_groups) == name)
+    # Each group is updated after a fresh forward pass that already sees the
+    # groups updated before it (DML's alternating order). With several groups
+    # the optimizer has one inner state per group (see optim.make_tx) and only
+    # the updated group's state advances; one group is the plain update.
+    grouped = len(groups) > 1
+    finite, grad_sq, metrics = jnp.array(True), 0.0, None
+    for name in (group_names(groups) if grouped else [None]):
+      (loss, (m, batch_stats, aux_states)), grads = grad_fn(params, batch_stats, aux_states)
+      metrics = m if metrics is None else metrics
+      if grouped:
+        in_group = optim_lib.label_tree(params, lambda p: optim_lib.group_of(p, groups) == name)
         grads = jax.tree.map(lambda gr, keep: gr if keep else jnp.zeros_like(gr), grads, in_group)
         updates, new_opt = tx.update(grads, opt, params)
         updates = jax.tree.map(lambda u, keep: u if keep else jnp.zeros_like(u), updates, in_group)
         opt = optim_lib.replace_group_state(opt, new_opt, name)
-        params = optax.apply_updates(params, updates)
-        finite = finite & jnp.isfinite(loss)
-        grad_norm = grad_norm + optax.tree.norm(grads) ** 2
-      grad_norm = jnp.sqrt(grad_norm)
+      else:
+        updates, opt = tx.update(grads, opt, params)
+      params = optax.apply_updates(params, updates)
+      finite = finite & jnp.isfinite(loss)
+      grad_sq = grad_sq + optax.tree.norm(grads) ** 2
+    grad_norm = jnp.sqrt(grad_sq) if grouped else optax.tree.norm(grads)
     candidate = {'params': params, 'batch_stats': batch_stats, 'aux_state': aux_states, 'opt': opt}
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate,
                         {k: state[k] for k in candidate})

@@ -27,6 +27,7 @@ from kdjax.distill.methods import rkd  # noqa: F401
 from kdjax.distill.methods import self_guidance  # noqa: F401
 from kdjax.distill.methods import sp  # noqa: F401
 from kdjax.distill.methods import srrl  # noqa: F401
+from kdjax.distill.methods import stochastic_depth  # noqa: F401
 from kdjax.distill.methods import tfkd  # noqa: F401
 from kdjax.distill.methods import vid  # noqa: F401
 from kdjax.distill.methods import wsld  # noqa: F401

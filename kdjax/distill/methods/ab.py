@@ -7,7 +7,7 @@ Per layer the student map goes through a connector (identity when channels and
 spatial size match the teacher's, else ConvReg without ReLU: conv + BN) and
   L = sum_i 2^(i-L+1) sum[(s+m)^2 1(s>-m, t<=0) + (s-m)^2 1(s<=m, t>0)] / N * 3/1000,
 margin m = 1. RD trains it only in a 30-epoch init stage (student feature layers
-+ connector, CE off) and then trains with CE alone; see `kdjax.rd_table`.
++ connector, CE off) and then trains with CE alone (the `rd_cifar100` configs).
 """
 
 from __future__ import annotations

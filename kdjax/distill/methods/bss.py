@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from kdjax import losses
 from kdjax.distill import checks
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 
 Array = jax.Array
 
@@ -154,7 +154,7 @@ def build_bss(info: BuildInfo, *, weight: float = 1.0, temperature: float = 3.0,
   """BSS: r(e) L_soft(x) + r_a(e) L_soft(x_adv) with adversarial boundary-supporting samples.
 
   Defaults are the official CIFAR-10 script (tau 3, attack size 64, 10 steps of
-  0.3, clamp 2.5); seed 002 uses tau 4, attack size 32. Base samples: correct for
+  0.3, clamp 2.5); "KD beyond model compression" uses tau 4, attack size 32. Base samples: correct for
   teacher and student (base='both', paper / METHODS.md) or for the teacher only
   (base='teacher', the official code), top `attack_size` by the distill score;
   the target class is sampled from the teacher's non-top-1 classes. The
@@ -204,4 +204,5 @@ def build_bss(info: BuildInfo, *, weight: float = 1.0, temperature: float = 3.0,
     value = r * clean + ra * adv
     return value, {'ratio': r, 'attack_ratio': ra, 'clean': clean, 'adversarial': adv,
                    'attacked': jnp.sum(valid.astype(jnp.float32)) * run}, {}
-  return Term(name='bss', method='bss', weight=float(weight), loss=loss)
+  return Term(name='bss', method='bss', weight=float(weight), loss=loss,
+              needs=Needs(images=True, student_pass=True, teacher_pass=True))

@@ -35,7 +35,7 @@ import numpy as np
 from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method, resolve_feature_pair
 
 Array = jax.Array
 
@@ -160,7 +160,7 @@ def build_crd(info: BuildInfo, *, weight: float = 0.8, feat_dim: int = 128, nce_
   checks.positive('crd', nce_t=nce_t)
   if not 0.0 <= nce_m < 1.0:
     raise ValueError(f'crd: nce_m must be in [0, 1), got {nce_m!r}.')
-  labels = getattr(info, 'train_labels', None)
+  labels = info.train_labels
   n = int(info.num_train)
   if labels is not None:
     labels = np.asarray(labels).reshape(-1)
@@ -214,4 +214,5 @@ def build_crd(info: BuildInfo, *, weight: float = 0.8, feat_dim: int = 128, nce_
         'memory_t': crd_memory_update(mem['memory_t'], index, g_t, nce_m),
         'z': jnp.stack([z_s, z_t])})
     return l_s + l_t, {'loss_s': l_s, 'loss_t': l_t}, {'memory': new_mem}
-  return Term(name='crd', method='crd', weight=float(weight), loss=loss, init=init)
+  return Term(name='crd', method='crd', weight=float(weight), loss=loss, init=init,
+              needs=Needs(index=True))

@@ -25,7 +25,7 @@ import optax
 
 from kdjax import losses
 from kdjax.distill import checks
-from kdjax.distill.api import BuildInfo, Context, Term, no_aux, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, no_aux, register_method
 
 Array = jax.Array
 
@@ -52,7 +52,7 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
   Args:
     member_logits: M >= 2 arrays [N, K].
     labels: [N] integer labels.
-    temperature: tau (paper 1; seed 002 4).
+    temperature: tau (paper 1; "KD beyond model compression" 4).
     tau_squared: multiply the KL by tau^2 (Hinton's gradient-scale convention).
     reduction: 'mean' over the M - 1 peers, or 'sum'.
     kl_weight: multiplier of the mimicry term.
@@ -86,14 +86,17 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
 @register_method('dml', family='online', paper='Zhang et al. 2018, Deep Mutual Learning')
 def build_dml(info: BuildInfo, *, weight: float = 1.0, temperature: float = 1.0,
               tau_squared: bool = False, reduction: str = 'mean', kl_weight: float = 1.0,
-              include_ce: bool = True) -> Term:
+              include_ce: bool = True, alternate: bool = True) -> Term:
   """Deep mutual learning over a cohort: sum_i [CE_i + mean_{j!=i} KL(p_j || p_i)].
 
   Reads 'member{i}/logits' of a `config.model.cohort` student. Defaults: the
   paper (tau 1, mean over peers); reduction='sum' is the official TF code;
-  seed 002 uses tau 4 (its tau^2 scaling is unstated; `tau_squared` chooses).
+  "KD beyond model compression" uses tau 4 (its tau^2 scaling is unstated; `tau_squared` chooses).
   Set ce_weight 0 (the term computes every member's CE; `include_ce=False`
   leaves only member 0's to the step, which is rarely what you want).
+  `alternate` (default, the paper's Alg. 1): the members are updated one after
+  another, each after a fresh forward pass (the term declares one update group
+  per member); False: one simultaneous update (official TF code).
   """
   m = checks.count_features(info, 'member{}/logits')
   if m < 2:
@@ -111,4 +114,6 @@ def build_dml(info: BuildInfo, *, weight: float = 1.0, temperature: float = 1.0,
     return dml_loss([ctx.student[k] for k in keys], ctx.labels, temperature=temperature,
                        tau_squared=tau_squared, reduction=reduction, kl_weight=kl_weight,
                        include_ce=include_ce)
-  return Term(name='dml', method='dml', weight=float(weight), loss=no_aux(loss), needs_teacher=False)
+  groups = {f'member{i}': (f'^student/member{i}/',) for i in range(m)} if alternate else {}
+  return Term(name='dml', method='dml', weight=float(weight), loss=no_aux(loss), needs_teacher=False,
+              needs=Needs(update_groups=groups))

@@ -1,28 +1,28 @@
-"""FitNet hints with RD's ConvReg regressor (single-stage RD, two-stage seed 002).
+"""FitNet hints with RD's ConvReg regressor (single-stage RD, two-stage as in "KD beyond model compression").
 
 Synopsis:
   dict(method='fitnet', weight=100.0)                 RD: CE + 100 MSE(r(s.stage2), t.stage2)
-  dict(method='fitnet', weight=1.0, hint_layer=2)     seed 002 hint stage (see rd_table)
+  dict(method='fitnet', weight=1.0, hint_layer=2)     hint stage of "KD beyond model compression"
 
 The regressor r (`modules.ConvReg`) is chosen by the spatial sizes of the two
 maps; pairs it cannot map (student map smaller than half the teacher's, or an
 odd ratio) are rejected at build time. `hint_trainable(arch, k)` gives the
 `stage.trainable` regexes of the student parameters up to stage k (for the
-original FitNet / seed-002 hint stage: student up to the guided layer + r).
+original FitNet / "KD beyond model compression" hint stage: student up to the guided layer + r).
 """
 
 from __future__ import annotations
-
-import re
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from kdjax import losses
+from kdjax import models
 from kdjax.distill import checks
 from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.models.spec import with_prefix
 
 Array = jax.Array
 
@@ -65,28 +65,12 @@ def build_fitnet(info: BuildInfo, *, weight: float = 100.0, hint_layer: int = 2,
   return Term(name='fitnet', method='fitnet', weight=float(weight), loss=loss, init=init)
 
 
-def hint_trainable(arch: str, stage: int) -> list[str]:
+def hint_trainable(arch: str, stage: int, num_classes: int = 10) -> list[str]:
   """Regexes over 'student/<module>/...' matching the parameters that compute `stage<k>`.
 
-  Raises ValueError for an architecture family without a known layout.
+  From the model's own description (`ModelSpec.params_up_to`); raises
+  ValueError for an unknown architecture or one without a per-stage layout.
   """
   if stage < 0:
     raise ValueError(f'stage must be >= 0, got {stage}.')
-  r = range(1, stage + 1)
-  if arch.startswith('wrn_'):
-    # stage k of RD's WRN is the pre-activation output of group k.
-    groups = '|'.join(f'block{g}_' for g in r)
-    return [r'^student/conv1/'] + ([rf'^student/({groups})'] if groups else [])
-  if arch.startswith('vgg'):
-    blocks = '|'.join(f'block{b}_' for b in range(0, stage + 1))
-    return [rf'^student/({blocks})']
-  if arch == 'mobilenetv2':
-    from kdjax.models.mobilenetv2 import _FEATURE_GROUPS
-    last = _FEATURE_GROUPS[stage - 1] if stage else -1
-    groups = '|'.join(f'blocks{g}_' for g in range(last + 1))
-    return [r'^student/(conv1|bn1)/'] + ([rf'^student/({groups})'] if groups else [])
-  if re.fullmatch(r'resnet\d+(x4|_cifar)?|shufflenetv[12]', arch):
-    layers = '|'.join(f'layer{k}_' for k in r)
-    return [r'^student/(conv1|bn1)/'] + ([rf'^student/({layers})'] if layers else [])
-  raise ValueError(f'hint_trainable: no parameter layout known for {arch!r}; give '
-                   'stage.trainable regexes explicitly.')
+  return list(with_prefix(models.spec(arch, num_classes).params_up_to(stage), 'student/'))

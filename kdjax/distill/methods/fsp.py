@@ -46,7 +46,7 @@ def fsp(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
 
   FSP matrices between consecutive maps of each sequence (RD: feat[:-1], i.e.
   stem, stage1, ...), per pair mean over N x C1 x C2 of (G_s - G_t)^2, summed
-  over pairs (optionally weighted: seed 002 uses [1, 3, 1]). Student and
+  over pairs (optionally weighted: "KD beyond model compression" uses [1, 3, 1]). Student and
   teacher channel counts must match map by map.
 
   Args:

@@ -6,7 +6,7 @@ Synopsis:
 
 Both phases build the same term name 'ft' with the same variables
 {'paraphraser', 'translator'}, so the paraphraser trained in stage 1 is the
-(frozen) one used in stage 2 (restrict `stage.trainable` as `kdjax.rd_table`
+(frozen) one used in stage 2 (restrict `stage.trainable` as the `rd_cifar100` configs
 does: stage 1 '^aux/ft/paraphraser/', stage 2 '^student/', '^aux/ft/translator/').
 
 Variants (METHODS.md FT):
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method, resolve_feature_pair
 from kdjax.models.common import batch_norm
 
 Array = jax.Array
@@ -175,4 +175,6 @@ def build_ft(info: BuildInfo, *, weight: float | None = None, phase: str = 'dist
       else:
         value = ft_factor_official(factor_s, factor_t)
     return value, {}, modules.state_out(aux, stats)
-  return Term(name='ft', method='ft', weight=w, loss=loss, init=init)
+  # The paraphraser stage trains only the paraphraser on frozen features: student in eval mode.
+  return Term(name='ft', method='ft', weight=w, loss=loss, init=init,
+              needs=Needs(student_eval=(phase == 'paraphraser')))

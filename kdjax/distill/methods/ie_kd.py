@@ -1,4 +1,4 @@
-"""IE-KD (seed 000) registrations: `ie_kd` (+ `ie_ft`, `ie_at`, `ie_od`) and `ie_dml`.
+"""IE-KD (Huang et al. 2021) registrations: `ie_kd` (+ `ie_ft`, `ie_at`, `ie_od`) and `ie_dml`.
 
 Synopsis:
   Two-stage IE-KD (one term name, two phases; the aux variables carry over):
@@ -6,6 +6,7 @@ Synopsis:
       stages = (
         dict(name='ae', epochs=30, trainable=('^aux/ie/ae/',),
              distill=dict(ce_weight=0.0, terms={'ie': dict(method='ie_kd', phase='ae')})),
+        # (the 'ae' term runs the student in eval mode: its BN statistics stay put)
         dict(name='main', epochs=160,
              trainable=('^student/', '^aux/ie/(inh|exp)/'),
              distill=dict(ce_weight=1.0, terms={'ie': dict(method='ie_kd', variant='ft')})),
@@ -28,19 +29,17 @@ Synopsis:
       distill.ce_weight = 0.0                      # each term adds its member's CE
       distill.terms = {'ie_m0': dict(method='ie_dml', member=0, peer=1),
                        'ie_m1': dict(method='ie_dml', member=1, peer=0)}
-      distill.update_groups = ('^(student/member0|aux/ie_m0)/',
-                               '^(student/member1|aux/ie_m1)/')
 
   Term `ie_m0` holds member 1's auto-encoder; its reconstruction loss is part
   of member 1's objective (eq. 6: L_rec2), and by default its gradient also
   reaches member 1's backbone (`rec_backbone_grad`).
 
-Defaults (seed 000 + official code): variant 'ft', metric l1 (l2 for 'od'),
+Defaults (the IE-KD paper + official code): variant 'ft', metric l1 (l2 for 'od'),
 inherit_ratio 0.5, inherit_weight = explore_weight = 50, factor_ratio 2,
 feature 'last_map' (CIFAR ResNet: layer3 after ReLU), term weight 1.
 
 Losses:
-IE-KD (seed 000): inheritance / exploration distances between factors, pure functions.
+IE-KD (Huang et al. 2021): inheritance / exploration distances between factors, pure functions.
 
 Synopsis:
   perm = split_permutation(key, channels)                 # drawn once, kept in state
@@ -49,7 +48,7 @@ Synopsis:
   l_exp = exploration_distance(transform(F_exp, 'ft'), transform(F_t, 'ft'), 'l1')
   rec = reconstruction(f_t, ae(f_t), norm='l1')
 
-Sources: seed 000 eqs. (2)-(4) and the official code
+Sources: the IE-KD paper eqs. (2)-(4) and the official code
 aliyun/Revisiting-Knowledge-Distillation-an-Inheritance-and-Exploration-Framework
 (`loss/factor_transfer.py`, `loss/reconstruction.py`, `processors/IE_KD.py`).
 Every distance first flattens each sample and L2-normalises it
@@ -59,6 +58,8 @@ official `_factor_transfer`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
@@ -67,7 +68,8 @@ import optax
 
 from kdjax import losses
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill import checks
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 
 Array = jax.Array
@@ -107,7 +109,7 @@ def transform(factor: Array, variant: str) -> Array:
   """The per-variant view of a factor before the distance.
 
   'ft': the factor itself (IE-FT); 'at': its AT attention map mean_c |F|^2,
-  L2-normalised over H*W (IE-AT, seed 000 Sec. 4.1); 'od': relu(F) (IE-OD).
+  L2-normalised over H*W (IE-AT, the IE-KD paper Sec. 4.1); 'od': relu(F) (IE-OD).
   """
   if variant == 'ft':
     return factor
@@ -148,7 +150,7 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   l2:         sqrt(mean (a^ - b^)^2)               (official NormLoss p=2)
   cos:        mean_n (1 - <a^_n, b^_n>)            (official CosLoss)
   partial_l2: mean (a^ - b^)^2 [a^ > b^ or b^ > 0] (OD's partial L2, b = target)
-  cka:        1 - linear_cka(a, b)                  (seed 000 Table 6a's "CKA"; batch-level)
+  cka:        1 - linear_cka(a, b)                  (the IE-KD paper Table 6a's "CKA"; batch-level)
 
   Args:
     a: student-side factor [N, ...].
@@ -179,7 +181,7 @@ def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   """Dis-similarity loss: -D(a, b) for l1/l2/partial_l2, mean_n |cos(a_n, b_n)| for cos,
   linear CKA for cka.
 
-  The cos form is the official CosLoss(negative=True) (orthogonality, seed 000
+  The cos form is the official CosLoss(negative=True) (orthogonality, the IE-KD paper
   Sec. 3.2); the others are the paper's negative distances (eq. 3).
   """
   if metric == 'cos':
@@ -193,7 +195,7 @@ def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
 def inheritance_exploration(f_inh: Array | None, f_exp: Array | None, f_t: Array, *,
                             variant: str = 'ft', metric: str = 'l1',
                             exp_metric: str | None = None) -> tuple[Array, Array]:
-  """(L_inh, L_exp) for IE-FT / IE-AT / IE-OD factors (seed 000 eqs. 2-3).
+  """(L_inh, L_exp) for IE-FT / IE-AT / IE-OD factors (the IE-KD paper eqs. 2-3).
 
   Args:
     f_inh: inheritance factor [N, H, W, C'] or None (ratio 0: no inheritance part).
@@ -267,7 +269,7 @@ class Coder(nn.Module):
 
 
 class FactorAutoEncoder(nn.Module):
-  """IE-KD factor auto-encoder (seed 000 Table 3, official `auto_encoder`).
+  """IE-KD factor auto-encoder (the IE-KD paper Table 3, official `auto_encoder`).
 
   encoder: C -> C -> C/r -> C/r (the factor); decoder: C/r -> C/r -> C -> C.
   `__call__` returns (factor, reconstruction); `encode` returns the factor.
@@ -408,7 +410,9 @@ def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: s
       total = total + ce
     return total, metrics, {'batch_stats': stats}
 
-  return Term(name=name, method=method, weight=float(weight), loss=loss, init=init,
+  # The auto-encoder stage trains only the AE on frozen features: student in eval mode.
+  needs = Needs(student_eval=(phase == 'ae'))
+  return Term(name=name, method=method, weight=float(weight), loss=loss, init=init, needs=needs,
               needs_teacher=not online)
 
 
@@ -457,19 +461,19 @@ def _variant_builder(variant: str):
   return build
 
 
-build_ie_ft = register_method('ie_ft', family='features', paper='IE-KD (seed 000): IE-FT')(
+build_ie_ft = register_method('ie_ft', family='features', paper='IE-KD (Huang et al. 2021): IE-FT')(
     _variant_builder('ft'))
 
 
-build_ie_at = register_method('ie_at', family='features', paper='IE-KD (seed 000): IE-AT')(
+build_ie_at = register_method('ie_at', family='features', paper='IE-KD (Huang et al. 2021): IE-AT')(
     _variant_builder('at'))
 
 
-build_ie_od = register_method('ie_od', family='features', paper='IE-KD (seed 000): IE-OD')(
+build_ie_od = register_method('ie_od', family='features', paper='IE-KD (Huang et al. 2021): IE-OD')(
     _variant_builder('od'))
 
 
-@register_method('ie_dml', family='online', paper='Huang et al. 2021, IE-KD (seed 000) '
+@register_method('ie_dml', family='online', paper='Huang et al. 2021, IE-KD '
                  'Sec. 3.3: IE-DML')
 def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer: int = 1,
                  feature: str = 'last_map', peer_feature: str | None = None,
@@ -477,13 +481,15 @@ def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer:
                  inherit_ratio: float = 0.5, inherit_weight: float = 50.0,
                  explore_weight: float = 50.0, rec_weight: float = 0.8, rec_norm: str = 'l1',
                  factor_ratio: int = 2, split: str = 'random', rec_backbone_grad: bool = True,
-                 leaky_input: bool = True, include_ce: bool = True) -> Term:
+                 leaky_input: bool = True, include_ce: bool = True, alternate: bool = True) -> Term:
   """IE-DML: member `member` inherits from / explores against member `peer` of a cohort.
 
   The term owns an auto-encoder trained online on the peer's map
   (rec_weight * L_rec) and the member's two split encoders. Use one term per
-  member and `distill.update_groups` for DML's alternating updates. The term
-  also computes the member's CE (include_ce, as `dml`): set ce_weight 0.
+  member. With `alternate` (default) the members are updated one after another
+  as in DML, member i with its own term's modules (the term declares the update
+  groups). The term also computes the member's CE (include_ce, as `dml`): set
+  ce_weight 0.
   """
   if member == peer:
     raise ValueError(f'ie_dml: member and peer must differ, got {member}.')
@@ -494,7 +500,7 @@ def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer:
       raise ValueError(f'ie_dml: student feature {k!r} does not exist; IE-DML needs '
                        f'config.model.cohort with at least {max(member, peer) + 1} members '
                        f'(features look like "member0/last_map").')
-  return _ie_term(info, name=f'ie_m{member}', method='ie_dml', weight=weight, phase='distill',
+  term = _ie_term(info, name=f'ie_m{member}', method='ie_dml', weight=weight, phase='distill',
                   online=True, s_key=s_key, t_key=t_key, variant=variant, metric=metric,
                   exp_metric=exp_metric, inherit_ratio=inherit_ratio,
                   inherit_weight=inherit_weight, explore_weight=explore_weight,
@@ -502,3 +508,9 @@ def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer:
                   split=split, ae_train_mode=True, rec_backbone_grad=rec_backbone_grad,
                   leaky_input=leaky_input,
                   ce_key=f'member{member}/logits' if include_ce else None)
+  if not alternate:
+    return term
+  groups = {f'member{i}': (f'^student/member{i}/',)
+            for i in range(checks.count_features(info, 'member{}/logits'))}
+  groups[f'member{member}'] += ('^aux/{term}/',)
+  return dataclasses.replace(term, needs=dataclasses.replace(term.needs, update_groups=groups))

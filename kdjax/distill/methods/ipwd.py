@@ -1,4 +1,4 @@
-"""IPWD (seed 004) registration: `ipwd`, two-stage (teacher) or one-stage (on PS-KD).
+"""IPWD (Niu et al. 2022) registration: `ipwd`, two-stage (teacher) or one-stage (on PS-KD).
 
 Synopsis:
   Two-stage (CRD protocol), RD-style CE weight:
@@ -38,13 +38,13 @@ Synopsis:
   params are nested as {'cls': ..., 'dagger': ...} (without: the CE head's, flat).
 
 Losses:
-IPWD (seed 004): inverse-probability-weighted distillation, pure functions.
+IPWD (Niu et al. 2022): inverse-probability-weighted distillation, pure functions.
 
 Synopsis:
   w = ipw_weights(kd_logits, cls_logits, labels)                 # stop-gradient, mean 1
   loss = CE(z_kd, y) + CE(z_cls, y) + alpha * weighted_kd(z_kd, z_t, w, temperature=4.0)
 
-The appendix (seed 004) gives the structure: a KD-trained output z_kd (the
+The IPWD appendix gives the structure: a KD-trained output z_kd (the
 student's head) and a CE-trained output z_cls (an extra head on the same
 features) whose disagreement on the label estimates how well the teacher's
 ("machine") domain covers each sample. The main-text estimator was not
@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 from kdjax.distill.methods.pskd import pskd_memory_init, pskd_objective
 
@@ -266,4 +266,4 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
 
   return Term(name='ipwd', method='ipwd', weight=float(weight), loss=loss,
               init=init if (cls_feature is None or use_pskd or dagger) else None,
-              needs_teacher=not use_pskd)
+              needs_teacher=not use_pskd, needs=Needs(index=use_pskd))

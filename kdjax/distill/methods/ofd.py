@@ -6,11 +6,14 @@ Synopsis:
 Student pre-ReLU maps go through a 1x1 conv + BN connector to the teacher's
 width; the teacher target is clamped from below by a per-channel margin
 E[x | x < 0] of N(beta, gamma^2), from the teacher's BN before that ReLU
-(`model.bn_before_relu()`, read from `ctx.teacher_variables` every step, which
-equals the official buffers computed once since the teacher is frozen);
-partial L2 (sum), stage i weighted 1/2^(n-i-1), divided by N; the weight 1e-3
-is the official CIFAR /1000 (ImageNet: 1e-4). The official code keeps the
-teacher in train mode: set config.teacher.train_mode=True for that.
+(the teacher spec's `bn_before_relu`, read from `ctx.teacher_variables` every
+step, which equals the official buffers computed once since the teacher is
+frozen); partial L2 (sum), stage i weighted 1/2^(n-i-1), divided by N; the
+weight 1e-3 is the official CIFAR /1000 (ImageNet: 1e-4). As the official code
+(`t_net.train()`), the teacher runs with BN on batch statistics by default
+(`teacher_batch_stats=True`, for every term of the stage; its running
+statistics are not updated); False uses its running statistics (RD's
+convention for every other method).
 Maps of different spatial size (cross-architecture pairs) are matched by
 pooling the larger one (kdjax extension).
 """
@@ -27,7 +30,7 @@ import jax.numpy as jnp
 from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_feature_pair
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method, resolve_feature_pair
 from kdjax.models.common import batch_norm
 
 Array = jax.Array
@@ -128,20 +131,19 @@ def teacher_margins(teacher_params, bn_paths, channels):
 @register_method('ofd', family='features', paper='Heo et al. 2019, A Comprehensive Overhaul of '
                  'Feature Distillation')
 def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
-              teacher_features=None) -> Term:
+              teacher_features=None, teacher_batch_stats: bool = True) -> Term:
   """OFD: connector + margin-clamped partial L2 on pre-ReLU stage maps (weight 1e-3, /N)."""
   s_keys, t_keys = resolve_feature_pair(info, 'ofd', student_features, teacher_features,
                                    lambda: info.stages('student', preact=True),
                                    lambda: info.stages('teacher', preact=True))
   checks.require_maps(info, 'ofd', s_keys, t_keys)
-  if info.teacher_arch.startswith('shufflenetv2'):
-    raise ValueError('ofd: a shufflenetv2 teacher has no BN in front of the whole pre-ReLU map '
-                     '(half of its channels bypass it), so OFD margins are undefined.')
-  bn_map = info.bn_before_relu or {}
+  bn_map = info.spec('teacher').bn_before_relu
   missing = [k for k in t_keys if k not in bn_map]
   if missing:
-    raise ValueError(f'ofd: teacher {info.teacher_arch or ""} has no BN-before-ReLU for '
-                     f'{missing} (model.bn_before_relu() knows {sorted(bn_map)}).')
+    raise ValueError(f'ofd: teacher {info.teacher_arch} has no BN directly in front of the '
+                     f'ReLU of the whole map for {missing} (its spec lists {sorted(bn_map)}; '
+                     'e.g. half of a shufflenetv2 block bypasses it), so OFD margins are '
+                     'undefined there.')
   paths = [tuple(bn_map[k]) for k in t_keys]
   channels = []
   conns = []
@@ -165,4 +167,5 @@ def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
                                   stats))
     value = ofd_loss(outs, [ctx.teacher[k] for k in t_keys], margins)
     return value, {}, modules.state_out(aux, stats)
-  return Term(name='ofd', method='ofd', weight=float(weight), loss=loss, init=init)
+  return Term(name='ofd', method='ofd', weight=float(weight), loss=loss, init=init,
+              needs=Needs(teacher_variables=True, teacher_batch_stats=bool(teacher_batch_stats)))

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import losses
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 
 Array = jax.Array
 
@@ -128,4 +128,4 @@ def build_pskd(info: BuildInfo, *, weight: float = 1.0, alpha_T: float = 0.8,  #
     return pskd_loss(logits, targets), {'alpha_t': alpha_t}, {'pskd': {'memory': memory}}
 
   return Term(name='pskd', method='pskd', weight=float(weight), loss=loss, init=init,
-              needs_teacher=False)
+              needs_teacher=False, needs=Needs(index=True))

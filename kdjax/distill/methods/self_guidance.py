@@ -1,37 +1,31 @@
-"""Self-Guidance (seed 001) registration: `self_guidance`.
+"""Self-Guidance (Peng et al. 2021, Self-Guidance: Improve Deep Neural Network Generalization
+via Knowledge Distillation): a stochastic-depth sub-network distilled from the expected network.
 
-Synopsis:
-  config.model.stochastic_depth_final_prob = 0.5   # p_L; linear decay p_l = 1 - l/L (1 - p_L)
-  config.distill.ce_weight = 0.0                   # the term computes CE(sub) itself
-  config.distill.terms = {'self_guidance': dict(method='self_guidance')}
-
-  The train step runs the main student pass through a sub-network (a
-  Bernoulli keep mask drawn from (seed, step) inside the jitted step, so one
-  compile serves every mask). The term reruns the student as the *expected*
-  network, `ctx.apply_student(images, branch_scale=ctx.survival)` (every
-  residual branch scaled by its survival probability, seed 001 eq. 4), and
-  returns CE(sub) + CE(full) + lam tau^2 KL(p_full || p_sub) with one backward
-  through both passes. Evaluation deploys the expected network.
-
-Options: lam=0 ("W/O online distillation": CE(sub) + CE(full));
-stop_teacher=True ("W/O backward full network": only the sub-network is
-updated); student_ce=False if the config keeps ce_weight=1 instead. Plain
-stochastic depth is a config with no terms and ce_weight 1.
-
-Losses:
-Self-Guidance (seed 001): a stochastic-depth sub-network distilled from the expected network.
-
-Synopsis:
-  keep = keep_mask(key, survival)                     # b_l ~ Bernoulli(p_l), as the train step
-  sub_logits  = student(x, branch_scale=keep)         # student: sampled sub-network (eq. 3)
-  full_logits = student(x, branch_scale=survival)     # teacher: expected network (eq. 4)
-  loss, metrics = self_guidance(sub_logits, full_logits, labels, lam=0.25, temperature=3.0)
-
-Source: seed 001 eq. (5): L = CE(z_S) + CE(z_T) + lambda tau^2 KL, lambda 0.25,
-tau 3, CE at tau 1, one backward through both passes ("W/O backward full
-network" is the worse ablation). The paper writes KL(p^S, p^T); kdjax uses the
+Formula (the paper's eq. 5):
+  L = CE(z_S, y) + CE(z_T, y) + lam * tau^2 * KL(p_T^tau || p_S^tau),   lam 0.25, tau 3
+z_S: the sampled sub-network, the student pass with residual branch l kept
+with probability p_l = 1 - (l / L)(1 - p_L) (`final_survival_prob` p_L = 0.5,
+eq. 3); z_T: the expected network, every branch scaled by p_l (eq. 4); one
+backward through both passes. The paper writes KL(p^S, p^T); kdjax uses the
 standard Hinton direction KL(p_T || p_S) (METHODS.md marks the direction
 [UNVERIFIED]); `kl_direction='student_teacher'` gives KL(p_S || p_T).
+
+  config.distill.ce_weight = 0.0                   # the term computes CE(sub) itself
+  config.distill.terms = {'self_guidance': dict(final_survival_prob=0.5)}
+
+The term declares a stochastic-depth student (the step draws the Bernoulli
+keep mask from (seed, step) inside the jitted step, so one compile serves
+every mask) and an extra student pass, `ctx.apply_student(images,
+branch_scale=ctx.survival)`, for the expected network; evaluation deploys the
+expected network. Options: lam=0 ("W/O online distillation": CE(sub) +
+CE(full)); stop_teacher=True ("W/O backward full network": only the
+sub-network is updated); student_ce=False if the config keeps ce_weight=1
+instead. Plain stochastic depth is the `stochastic_depth` method.
+
+  keep = keep_mask(key, survival)                     # b_l ~ Bernoulli(p_l), as the train step
+  sub_logits  = student(x, branch_scale=keep)         # student: sampled sub-network
+  full_logits = student(x, branch_scale=survival)     # teacher: expected network
+  loss, metrics = self_guidance(sub_logits, full_logits, labels, lam=0.25, temperature=3.0)
 """
 
 from __future__ import annotations
@@ -41,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill.api import BuildInfo, Context, Term, no_aux, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, no_aux, register_method
+from kdjax.distill.methods import stochastic_depth
 
 Array = jax.Array
 
@@ -62,7 +57,7 @@ def self_guidance(sub_logits: Array, full_logits: Array, labels: Array, *, lam: 
                   temperature: float = 3.0, stop_teacher: bool = False,
                   kl_direction: str = 'teacher_student', student_ce: bool = True
                   ) -> tuple[Array, dict[str, Array]]:
-  """Self-Guidance loss (seed 001 eq. 5).
+  """Self-Guidance loss (the Self-Guidance paper, eq. 5).
 
   loss = [CE(z_S, y)] + CE(z_T, y) + lam * tau^2 * KL(p_T^tau || p_S^tau)
 
@@ -108,8 +103,9 @@ def self_guidance(sub_logits: Array, full_logits: Array, labels: Array, *, lam: 
                  'Improve Deep Neural Network Generalization via Knowledge Distillation')
 def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.25,
                         temperature: float = 3.0, stop_teacher: bool = False,
-                        kl_direction: str = 'teacher_student', student_ce: bool = True) -> Term:
-  """Sub-network (stochastic depth) distilled from the expected full network (lam 0.25, tau 3)."""
+                        kl_direction: str = 'teacher_student', student_ce: bool = True,
+                        final_survival_prob: float = 0.5) -> Term:
+  """Sub-network (stochastic depth, p_L 0.5) distilled from the expected network (lam 0.25, tau 3)."""
   if 'logits' not in info.student_shapes:
     raise ValueError('self_guidance: the student has no "logits" feature.')
   if not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -119,16 +115,16 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
   if kl_direction not in ('teacher_student', 'student_teacher'):
     raise ValueError(f"self_guidance: kl_direction must be 'teacher_student' or "
                      f"'student_teacher', got {kl_direction!r}.")
+  probs = stochastic_depth.survival(info, 'self_guidance', final_survival_prob)
 
   def loss(ctx: Context):
-    if ctx.survival is None:
-      raise ValueError('self_guidance needs stochastic depth: set '
-                       'config.model.stochastic_depth_final_prob < 1 (the paper uses 0.5).')
-    if ctx.apply_student is None:
-      raise ValueError('self_guidance needs ctx.apply_student (the train step provides it).')
+    if ctx.survival is None or ctx.apply_student is None:
+      raise ValueError('self_guidance: the Context lacks the survival probabilities or '
+                       'apply_student this term declares (Term.needs); run it through the train step.')
     full_logits, _ = ctx.apply_student(ctx.images, branch_scale=ctx.survival)
     return self_guidance(ctx.student['logits'], full_logits, ctx.labels, lam=lam,
                            temperature=temperature, stop_teacher=stop_teacher,
                            kl_direction=kl_direction, student_ce=student_ce)
   return Term(name='self_guidance', method='self_guidance', weight=float(weight),
-              loss=no_aux(loss), needs_teacher=False)
+              loss=no_aux(loss), needs_teacher=False,
+              needs=Needs(images=True, student_pass=True, survival=probs))

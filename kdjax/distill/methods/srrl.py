@@ -1,4 +1,4 @@
-"""SRRL (seed 003) registration: `srrl`.
+"""SRRL (Yang et al. 2021) registration: `srrl`.
 
 Synopsis:
   config.distill.terms = {'srrl': dict(method='srrl', alpha=1.0, beta=1.0)}   # ce_weight 1
@@ -13,7 +13,7 @@ Synopsis:
   ctx.teacher_variables['params'][head] under stop_gradient; it is not part of
   the optimised state, so it is never updated.
 
-Earlier layers (seed 003 Table 1, last three rows; `layers=('stage1', 'stage2', 'last')`):
+Earlier layers (the SRRL paper Table 1, last three rows; `layers=('stage1', 'stage2', 'last')`):
   For every entry of `layers` a connector of the same type maps the student's map
   at that position to the teacher's channels there. 'last' is the default position
   above (student `student_feature`, teacher `teacher_feature` and head). For
@@ -29,20 +29,21 @@ Earlier layers (seed 003 Table 1, last three rows; `layers=('stage1', 'stage2', 
   statistics, then run through the frozen remainder. The loss is the sum over
   layers of alpha L_FM,K + beta L_SR,K.
 
-  The builder does not receive the teacher's module, only `info.teacher_arch`:
-  it rebuilds it with `kdjax.models.create(info.teacher_arch, info.num_classes)`
+  The builder does not receive the teacher's module, only its spec
+  (`info.teacher_spec`, whose `has_forward_from` says whether this works): it
+  rebuilds it with `kdjax.models.create(info.teacher_arch, info.num_classes)`
   (model kwargs of the teacher's config are not known here, which is fine for the
   WRN / ResNet families that have `forward_from`). With `layers=('last',)` (the
   default) the auxiliary variables are the single connector's, as before; with
   several layers they are nested under the layer names.
 
-  Naming: WRN (and seed 003) call the stem conv1 and the three groups conv2,
+  Naming: WRN (and the SRRL paper) call the stem conv1 and the three groups conv2,
   conv3, conv4, so Table 1's conv2 / conv3 / conv2+3+4 are kdjax's stage1 /
-  stage2 / (stage1, stage2, last); `seed_configs.srrl(..., 'layers=conv2')` does
+  stage2 / (stage1, stage2, last); the `srrl` config module's 'layers=conv2' does
   that mapping.
 
 Losses:
-SRRL (seed 003): feature matching + softmax regression through the teacher's classifier.
+SRRL (Yang et al. 2021): feature matching + softmax regression through the teacher's classifier.
 
 Synopsis:
   h = connector(student_last_map)                      # 1x1 conv + BN + ReLU (C_s -> C_t)
@@ -52,7 +53,7 @@ Synopsis:
   l_sr = softmax_regression(z_sc, teacher_logits, labels, kind='mse')
   loss = alpha * l_fm + beta * l_sr
 
-Sources: seed 003 eqs. (3), (4), (7), (8) and Table 9; official code
+Sources: the SRRL paper eqs. (3), (4), (7), (8) and Table 9; official code
 jingyang2017/KD_SRRL and jingyang2017/SRD_ossl (`transfer_conv`, MSE with
 mean reduction for both terms).
 """
@@ -70,7 +71,7 @@ import optax
 from kdjax import losses
 from kdjax import models
 from kdjax.distill import modules
-from kdjax.distill.api import BuildInfo, Context, Term, register_method
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 
 Array = jax.Array
@@ -249,7 +250,8 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
     metrics['fm'], metrics['sr'] = fm_sum, sr_sum
     return total, metrics, {'batch_stats': new_stats}
 
-  return Term(name='srrl', method='srrl', weight=float(weight), loss=loss, init=init)
+  return Term(name='srrl', method='srrl', weight=float(weight), loss=loss, init=init,
+              needs=Needs(teacher_variables=True))
 
 
 def _parse_layers(layers) -> tuple[str, ...]:
@@ -268,12 +270,11 @@ def _parse_layers(layers) -> tuple[str, ...]:
 
 
 def _teacher_model(info: BuildInfo):
-  """The teacher's module (for `forward_from`), rebuilt from `info.teacher_arch`."""
-  if not info.teacher_arch:
-    raise ValueError('srrl: layers other than "last" need BuildInfo.teacher_arch to rebuild the '
+  """The teacher's module (for `forward_from`), rebuilt from the teacher spec's arch."""
+  if info.teacher_spec is None:
+    raise ValueError('srrl: layers other than "last" need BuildInfo.teacher_spec to rebuild the '
                      'teacher for its forward_from (L_SR through the rest of the teacher).')
-  model = models.create(info.teacher_arch, info.num_classes)
-  if not hasattr(model, 'forward_from'):
+  if not info.teacher_spec.has_forward_from:
     raise ValueError(f'srrl: teacher {info.teacher_arch!r} has no forward_from(h, stage); '
                      f'L_SR at earlier layers supports the WRN and ResNet families.')
-  return model
+  return models.create(info.teacher_arch, info.num_classes)
