@@ -14,9 +14,14 @@ Conventions shared by every model in the zoo:
   * Convolutions use explicit symmetric padding k//2 (PyTorch `padding=k//2`), so
     stride-2 convs on even inputs match PyTorch exactly (flax 'SAME' would pad
     asymmetrically).
-  * BatchNorm: flax momentum 0.9 == PyTorch momentum 0.1; eps 1e-5. One difference
-    remains: flax updates the running variance with the biased batch variance,
-    PyTorch with the unbiased one (a factor n/(n-1), negligible for real batches).
+  * BatchNorm (`BatchNorm` below): PyTorch momentum 0.1 (flax 0.9), eps 1e-5, the
+    two-pass batch variance E[(x - E[x])^2] (the one-pass E[x^2] - E[x]^2 loses
+    every digit when a channel's mean is ~1000x its spread; PyTorch has no such
+    failure). Running variance: the biased batch variance by default (flax),
+    PyTorch's unbiased n/(n-1) one with `bn_unbiased_running_var=True`.
+  * Mixed precision (`Layers(dtype=jnp.bfloat16)`): convolutions and dense layers
+    compute in `dtype` with float32 parameters; BatchNorm statistics and
+    normalisation are float32, and models return logits and features in float32.
   * Conv kernels: Kaiming-normal, fan_out, gain sqrt(2) (what RD does for resnet,
     wrn, vgg, mobilenetv2 and mdistiller for the ImageNet nets).
   * Global average pooling is a mean over H, W, identical to RD's fixed AvgPool
@@ -25,10 +30,13 @@ Conventions shared by every model in the zoo:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Kaiming normal, mode='fan_out', nonlinearity='relu' (std = sqrt(2 / (k*k*out))).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -36,9 +44,109 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, PyTorch-style, statistics in float32.
+
+  Variables as flax's nn.BatchNorm: params `scale`, `bias`; batch_stats `mean`,
+  `var`. Train mode normalises with the batch mean mu and the two-pass biased
+  variance v = mean((x - mu)^2), and updates
+      mean <- momentum * mean + (1 - momentum) * mu
+      var  <- momentum * var + (1 - momentum) * v * (n / (n - 1) if unbiased_running_var)
+  with n = the number of reduced elements (batch x H x W), PyTorch's rule when
+  unbiased_running_var is True. Nothing is updated while initialising (as flax).
+  The output is float32 whatever the input dtype.
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  unbiased_running_var: bool = False
+  scale_init: Callable = nn.initializers.ones
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.asarray(x, jnp.float32)
+    c = x.shape[-1]
+    axes = tuple(range(x.ndim - 1))
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    scale = self.param('scale', self.scale_init, (c,), jnp.float32)
+    bias = self.param('bias', self.bias_init, (c,), jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      mean = jnp.mean(x, axes)
+      var = jnp.mean(jnp.square(x - mean), axes)
+      if not self.is_initializing():
+        n = int(np.prod([x.shape[a] for a in axes]))
+        run_var = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * run_var
+    mul = jax.lax.rsqrt(var + self.epsilon) * scale
+    return (x - mean) * mul + bias
+
+
+class Dense(nn.Dense):
+  """nn.Dense whose output is float32 (logits stay float32 under a bf16 compute dtype)."""
+
+  def __call__(self, inputs):
+    return super().__call__(inputs).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+  """The layer factory every zoo module builds with: compute dtype and BN convention.
+
+  Attributes:
+    dtype: compute dtype of convolutions and dense layers (None = float32, or
+      e.g. jnp.bfloat16); parameters are always float32.
+    bn_unbiased_running_var: BatchNorm running variance with PyTorch's n/(n-1).
+  """
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
+
+  def conv(self, features: int, kernel: int, stride: int = 1, *, groups: int = 1,
+           use_bias: bool = False, name: str | None = None) -> nn.Conv:
+    """A square conv with PyTorch padding `kernel // 2` (see `conv`)."""
+    p = kernel // 2
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((p, p), (p, p)), feature_group_count=groups,
+                   use_bias=use_bias, kernel_init=conv_kernel_init, dtype=self.dtype,
+                   param_dtype=jnp.float32, name=name)
+
+  def bn(self, train: bool, name: str | None = None, **kw) -> BatchNorm:
+    """BatchNorm with PyTorch's momentum and eps (see `BatchNorm`)."""
+    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     unbiased_running_var=self.bn_unbiased_running_var, name=name, **kw)
+
+  def dense(self, features: int, name: str | None = None) -> Dense:
+    """PyTorch nn.Linear's init, float32 output."""
+    return Dense(features, kernel_init=dense_kernel_init, dtype=self.dtype,
+                 param_dtype=jnp.float32, name=name)
+
+  def head(self, num_classes: int) -> Dense:
+    """The classifier every model applies to `pooled`; always named `head`."""
+    return Dense(num_classes, kernel_init=dense_kernel_init, bias_init=nn.initializers.zeros,
+                 dtype=self.dtype, param_dtype=jnp.float32, name='head')
+
+
+DEFAULT = Layers()
+
+
+def layers_of(module: nn.Module) -> Layers:
+  """The `Layers` of a top-level zoo model, from its `dtype` / `bn_unbiased_running_var` fields."""
+  return Layers(module.dtype, module.bn_unbiased_running_var)
+
+
+def float32_outputs(logits, feats: dict) -> tuple[jnp.ndarray, dict]:
+  """Logits and every feature as float32 (a no-op for a float32 model)."""
+  return (jnp.asarray(logits, jnp.float32),
+          {k: jnp.asarray(v, jnp.float32) for k, v in feats.items()})
+
+
 def conv(features: int, kernel: int, stride: int = 1, *, groups: int = 1,
          use_bias: bool = False, name: str | None = None) -> nn.Conv:
-  """A square conv with PyTorch padding `kernel // 2`.
+  """A square float32 conv with PyTorch padding `kernel // 2`.
 
   Args:
     features: output channels.
@@ -51,22 +159,17 @@ def conv(features: int, kernel: int, stride: int = 1, *, groups: int = 1,
   Returns:
     An `nn.Conv` module.
   """
-  p = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((p, p), (p, p)), feature_group_count=groups,
-                 use_bias=use_bias, kernel_init=conv_kernel_init, name=name)
+  return DEFAULT.conv(features, kernel, stride, groups=groups, use_bias=use_bias, name=name)
 
 
-def batch_norm(train: bool, name: str | None = None, **kw) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's momentum (0.1, i.e. flax 0.9) and eps (1e-5)."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      name=name, **kw)
+def batch_norm(train: bool, name: str | None = None, **kw) -> BatchNorm:
+  """BatchNorm with PyTorch's momentum (0.1, i.e. flax 0.9) and eps (1e-5), two-pass variance."""
+  return DEFAULT.bn(train, name, **kw)
 
 
 def Head(num_classes: int) -> nn.Dense:  # noqa: N802  (reads like a module class)
   """The classifier every model applies to `pooled`; always named `head`."""
-  return nn.Dense(num_classes, kernel_init=dense_kernel_init,
-                  bias_init=nn.initializers.zeros, name='head')
+  return DEFAULT.head(num_classes)
 
 
 def global_pool(x: jnp.ndarray) -> jnp.ndarray:
@@ -120,17 +223,20 @@ class BasicBlock(nn.Module):
   stride: int = 1
   expansion = 1
 
+  layers: Layers = DEFAULT
+
   @nn.compact
   def __call__(self, x, scale=None, *, train: bool):
     out_ch = self.features * self.expansion
-    y = conv(self.features, 3, self.stride, name='conv1')(x)
-    y = nn.relu(batch_norm(train, 'bn1')(y))
-    y = conv(self.features, 3, name='conv2')(y)
-    y = batch_norm(train, 'bn2')(y)
+    L = self.layers
+    y = L.conv(self.features, 3, self.stride, name='conv1')(x)
+    y = nn.relu(L.bn(train, 'bn1')(y))
+    y = L.conv(self.features, 3, name='conv2')(y)
+    y = L.bn(train, 'bn2')(y)
     residual = x
     if self.stride != 1 or x.shape[-1] != out_ch:
-      residual = conv(out_ch, 1, self.stride, name='shortcut_conv')(x)
-      residual = batch_norm(train, 'shortcut_bn')(residual)
+      residual = L.conv(out_ch, 1, self.stride, name='shortcut_conv')(x)
+      residual = L.bn(train, 'shortcut_bn')(residual)
     preact = _scaled(y, scale) + residual
     return nn.relu(preact), preact
 
@@ -144,19 +250,22 @@ class Bottleneck(nn.Module):
   stride: int = 1
   expansion = 4
 
+  layers: Layers = DEFAULT
+
   @nn.compact
   def __call__(self, x, scale=None, *, train: bool):
     out_ch = self.features * self.expansion
-    y = conv(self.features, 1, name='conv1')(x)
-    y = nn.relu(batch_norm(train, 'bn1')(y))
-    y = conv(self.features, 3, self.stride, name='conv2')(y)
-    y = nn.relu(batch_norm(train, 'bn2')(y))
-    y = conv(out_ch, 1, name='conv3')(y)
-    y = batch_norm(train, 'bn3')(y)
+    L = self.layers
+    y = L.conv(self.features, 1, name='conv1')(x)
+    y = nn.relu(L.bn(train, 'bn1')(y))
+    y = L.conv(self.features, 3, self.stride, name='conv2')(y)
+    y = nn.relu(L.bn(train, 'bn2')(y))
+    y = L.conv(out_ch, 1, name='conv3')(y)
+    y = L.bn(train, 'bn3')(y)
     residual = x
     if self.stride != 1 or x.shape[-1] != out_ch:
-      residual = conv(out_ch, 1, self.stride, name='shortcut_conv')(x)
-      residual = batch_norm(train, 'shortcut_bn')(residual)
+      residual = L.conv(out_ch, 1, self.stride, name='shortcut_conv')(x)
+      residual = L.bn(train, 'shortcut_bn')(residual)
     preact = _scaled(y, scale) + residual
     return nn.relu(preact), preact
 

@@ -37,28 +37,34 @@ _STAGE_ENDS = (3, 5, 11, 13)
 class DepthwiseSeparable(nn.Module):
   features: int
   stride: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     c = x.shape[-1]
-    x = common.conv(c, 3, self.stride, groups=c, name='dw_conv')(x)
-    x = nn.relu(common.batch_norm(train, 'dw_bn')(x))
-    x = common.conv(self.features, 1, name='pw_conv')(x)
-    return common.batch_norm(train, 'pw_bn')(x)  # pre-ReLU
+    x = L.conv(c, 3, self.stride, groups=c, name='dw_conv')(x)
+    x = nn.relu(L.bn(train, 'dw_bn')(x))
+    x = L.conv(self.features, 1, name='pw_conv')(x)
+    return L.bn(train, 'pw_bn')(x)  # pre-ReLU
 
 
 class ConvBN(nn.Module):
   features: int
   stride: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = common.conv(self.features, 3, self.stride, name='conv')(x)
-    return nn.relu(common.batch_norm(train, 'bn')(x))
+    x = self.layers.conv(self.features, 3, self.stride, name='conv')(x)
+    return nn.relu(self.layers.bn(train, 'bn')(x))
 
 
 class MobileNetV1(nn.Module):
+  """Attributes: num_classes, dtype (compute dtype), bn_unbiased_running_var (common.BatchNorm)."""
   num_classes: int
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{k + 1}_preact': (f'layer{i}', 'pw_bn') for k, i in enumerate(_STAGE_ENDS)}
@@ -76,18 +82,19 @@ class MobileNetV1(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'mobilenetv1')
+    L = common.layers_of(self)
     feats = {}
-    x = feats['stem'] = ConvBN(32, 2, name='layer0')(x, train=train)
+    x = feats['stem'] = ConvBN(32, 2, layers=L, name='layer0')(x, train=train)
     for i, (out, stride) in enumerate(_LAYERS, start=1):
-      pre = DepthwiseSeparable(out, stride, name=f'layer{i}')(x, train=train)
+      pre = DepthwiseSeparable(out, stride, layers=L, name=f'layer{i}')(x, train=train)
       x = nn.relu(pre)
       if i in _STAGE_ENDS:
         k = _STAGE_ENDS.index(i) + 1
         feats[f'stage{k}_preact'], feats[f'stage{k}'] = pre, x
     feats['last_map'] = x
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 FACTORIES = {'mobilenetv1': lambda k, **kw: MobileNetV1(k, **kw)}

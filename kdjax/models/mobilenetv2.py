@@ -42,26 +42,31 @@ class InvertedResidual(nn.Module):
   features: int
   stride: int
   expand: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     hidden = x.shape[-1] * self.expand
-    y = common.conv(hidden, 1, name='expand_conv')(x)
-    y = nn.relu(common.batch_norm(train, 'expand_bn')(y))
-    y = common.conv(hidden, 3, self.stride, groups=hidden, name='dw_conv')(y)
-    y = nn.relu(common.batch_norm(train, 'dw_bn')(y))
-    y = common.conv(self.features, 1, name='project_conv')(y)
-    y = common.batch_norm(train, 'project_bn')(y)
+    y = L.conv(hidden, 1, name='expand_conv')(x)
+    y = nn.relu(L.bn(train, 'expand_bn')(y))
+    y = L.conv(hidden, 3, self.stride, groups=hidden, name='dw_conv')(y)
+    y = nn.relu(L.bn(train, 'dw_bn')(y))
+    y = L.conv(self.features, 1, name='project_conv')(y)
+    y = L.bn(train, 'project_bn')(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       y = x + y
     return y
 
 
 class MobileNetV2(nn.Module):
-  """Attributes: num_classes, width_mult (0.5 = RD mobile_half), expansion T."""
+  """Attributes: num_classes, width_mult (0.5 = RD mobile_half), expansion T, dtype
+  (compute dtype), bn_unbiased_running_var (see common.BatchNorm)."""
   num_classes: int
   width_mult: float = 0.5
   expansion: int = 6
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def _blocks_per_group(self):
     return [n for _, _, n, _ in _SETTING]
@@ -86,22 +91,23 @@ class MobileNetV2(nn.Module):
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'mobilenetv2')
     w = self.width_mult
+    L = common.layers_of(self)
     feats = {}
-    x = common.conv(int(32 * w), 3, 2, name='conv1')(x)
-    x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+    x = L.conv(int(32 * w), 3, 2, name='conv1')(x)
+    x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
     for g, (t, c, n, s) in enumerate(_SETTING):
       t = self.expansion if t is None else t
       for i in range(n):
-        x = InvertedResidual(int(c * w), s if i == 0 else 1, t, name=f'blocks{g}_{i}')(x, train=train)
+        x = InvertedResidual(int(c * w), s if i == 0 else 1, t, layers=L, name=f'blocks{g}_{i}')(x, train=train)
       if g in _FEATURE_GROUPS:
         k = _FEATURE_GROUPS.index(g) + 1
         feats[f'stage{k}'] = feats[f'stage{k}_preact'] = x
     last = int(1280 * w) if w > 1.0 else 1280
-    x = common.conv(last, 1, name='conv2')(x)
-    x = feats['last_map'] = nn.relu(common.batch_norm(train, 'bn2')(x))
+    x = L.conv(last, 1, name='conv2')(x)
+    x = feats['last_map'] = nn.relu(L.bn(train, 'bn2')(x))
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 FACTORIES = {'mobilenetv2': lambda k, **kw: MobileNetV2(k, **kw)}

@@ -51,15 +51,17 @@ class _ResNetBranch(nn.Module):
   planes: int
   block: str
   num_classes: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
     for i in range(self.n):
-      x, _ = block_cls(self.planes, 2 if i == 0 else 1, name=f'layer3_{i}')(x, train=train)
+      x, _ = block_cls(self.planes, 2 if i == 0 else 1, layers=self.layers,
+                       name=f'layer3_{i}')(x, train=train)
     stage3 = x
     pooled = common.global_pool(x)
-    return common.Head(self.num_classes)(pooled), stage3, stage3, pooled
+    return self.layers.head(self.num_classes)(pooled), stage3, stage3, pooled
 
 
 class _WRNBranch(nn.Module):
@@ -67,15 +69,18 @@ class _WRNBranch(nn.Module):
   n: int
   features: int
   num_classes: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     for i in range(self.n):
-      x, _ = WideBlock(self.features, 2 if i == 0 else 1, name=f'block3_{i}')(x, train=train)
+      x, _ = WideBlock(self.features, 2 if i == 0 else 1, layers=L, name=f'block3_{i}')(
+          x, train=train)
     stage3 = x
-    last = nn.relu(common.batch_norm(train, 'bn1')(x))
+    last = nn.relu(L.bn(train, 'bn1')(x))
     pooled = common.global_pool(last)
-    return common.Head(self.num_classes)(pooled), stage3, last, pooled
+    return L.head(self.num_classes)(pooled), stage3, last, pooled
 
 
 class ONENet(nn.Module):
@@ -97,6 +102,8 @@ class ONENet(nn.Module):
   branches: int = 3
   block: str = 'basic'
   arch: str = 'one'
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def spec(self) -> ModelSpec:
     branch = [f'branch{b}/{k}' for b in range(self.branches) for k in ('stage3', 'pooled', 'logits')]
@@ -117,30 +124,34 @@ class ONENet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, self.arch)
+    L = common.layers_of(self)
     feats = {}
     if self.family == 'resnet':
       n = (self.depth - 2) // 6
       block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
-      x = common.conv(16, 3, name='conv1')(x)
-      x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+      x = L.conv(16, 3, name='conv1')(x)
+      x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
       for k, planes in ((1, 16), (2, 32)):
         for i in range(n):
-          x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, name=f'layer{k}_{i}')(x, train=train)
+          x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, layers=L,
+                           name=f'layer{k}_{i}')(x, train=train)
         feats[f'stage{k}'] = x
-      make_branch = lambda b: _ResNetBranch(n, 64, self.block, self.num_classes, name=f'branch{b}')
+      make_branch = lambda b: _ResNetBranch(n, 64, self.block, self.num_classes, layers=L,
+                                            name=f'branch{b}')
     else:
       n = (self.depth - 4) // 6
-      x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
+      x = feats['stem'] = L.conv(16, 3, name='conv1')(x)
       for k, c in ((1, 16 * self.width), (2, 32 * self.width)):
         for i in range(n):
-          x, _ = WideBlock(c, 2 if (k > 1 and i == 0) else 1, name=f'block{k}_{i}')(x, train=train)
+          x, _ = WideBlock(c, 2 if (k > 1 and i == 0) else 1, layers=L, name=f'block{k}_{i}')(
+              x, train=train)
         feats[f'stage{k}'] = x
-      make_branch = lambda b: _WRNBranch(n, 64 * self.width, self.num_classes, name=f'branch{b}')
+      make_branch = lambda b: _WRNBranch(n, 64 * self.width, self.num_classes, layers=L,
+                                         name=f'branch{b}')
 
     # Gate: GAP(stage2) -> Linear(C2, m) -> BatchNorm1d(m) -> ReLU -> softmax.
-    g = nn.Dense(self.branches, kernel_init=common.dense_kernel_init, name='gate_fc')(
-        common.global_pool(x))
-    g = nn.relu(common.batch_norm(train, 'gate_bn')(g))
+    g = L.dense(self.branches, name='gate_fc')(common.global_pool(x))
+    g = nn.relu(L.bn(train, 'gate_bn')(g))
     g = feats['gate'] = jax.nn.softmax(g, axis=-1)
 
     ensemble = 0.0
@@ -154,14 +165,15 @@ class ONENet(nn.Module):
       ensemble = ensemble + g[:, b:b + 1] * logits
     feats['ensemble/logits'] = ensemble
     feats['logits'] = ensemble
-    return ensemble, feats
+    return common.float32_outputs(ensemble, feats)
 
 
 _RESNET = re.compile(r'resnet(\d+)')
 _WRN = re.compile(r'wrn_(\d+)_(\d+)')
 
 
-def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str = 'basic') -> ONENet:
+def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str = 'basic',
+               **kw) -> ONENet:
   """ONE network on `base_arch` ('resnet{6n+2}' or 'wrn_{6n+4}_{w}').
 
   Args:
@@ -170,6 +182,7 @@ def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str =
     branches: number of branches m (>= 1; ONE uses 3).
     block: resnet only: 'basic' (default, = kdjax's resnet{d}), 'bottleneck', or
       'auto' (bottleneck for depth >= 44, as the official ONE code).
+    **kw: `dtype`, `bn_unbiased_running_var` (as every zoo model).
 
   Raises:
     ValueError: unknown base architecture, bad depth, branches < 1, bad block.
@@ -185,13 +198,15 @@ def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str =
       block = 'bottleneck' if d >= 44 else 'basic'
     if block not in ('basic', 'bottleneck'):
       raise ValueError(f"create_one: block must be 'basic', 'bottleneck' or 'auto', got {block!r}.")
-    return ONENet('resnet', d, num_classes, branches=branches, block=block, arch=f'one_{base_arch}')
+    return ONENet('resnet', d, num_classes, branches=branches, block=block, arch=f'one_{base_arch}',
+                  **kw)
   m = _WRN.fullmatch(base_arch)
   if m:
     d, w = int(m.group(1)), int(m.group(2))
     if d < 10 or (d - 4) % 6 or w < 1:
       raise ValueError(f'one_{base_arch}: WRN depth must be 6n+4 (n >= 1) and width >= 1.')
-    return ONENet('wrn', d, num_classes, width=w, branches=branches, arch=f'one_{base_arch}')
+    return ONENet('wrn', d, num_classes, width=w, branches=branches, arch=f'one_{base_arch}',
+                  **kw)
   raise ValueError(f'create_one: unsupported base architecture {base_arch!r}; use resnet{{6n+2}} '
                    'or wrn_{6n+4}_{w}.')
 

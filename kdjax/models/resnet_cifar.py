@@ -49,6 +49,8 @@ class ResNet(nn.Module):
     num_classes: classifier outputs.
     imagenet_stem: use the torchvision stem (conv7x7 s2 + BN + ReLU + maxpool3x3 s2).
     arch: name used in error messages.
+    dtype: compute dtype of convs / dense layers (None = float32; e.g. jnp.bfloat16).
+    bn_unbiased_running_var: BN running variance with PyTorch's n/(n-1) (see common.BatchNorm).
   """
   block: str
   stage_sizes: tuple[int, ...]
@@ -56,6 +58,8 @@ class ResNet(nn.Module):
   num_classes: int
   imagenet_stem: bool = False
   arch: str = 'resnet'
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   @property
   def num_blocks(self) -> int:
@@ -95,13 +99,14 @@ class ResNet(nn.Module):
   def _forward(self, x, *, train: bool, branch_scale: Any, start: int):
     block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
     scales = common.branch_scales(branch_scale, self.num_blocks, self.arch)
+    L = common.layers_of(self)
     feats = {}
     if start == 0:
       if self.imagenet_stem:
-        x = common.conv(self.widths[0], 7, 2, name='conv1')(x)
+        x = L.conv(self.widths[0], 7, 2, name='conv1')(x)
       else:
-        x = common.conv(self.widths[0], 3, name='conv1')(x)
-      x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+        x = L.conv(self.widths[0], 3, name='conv1')(x)
+      x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
       if self.imagenet_stem:
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     l = 0
@@ -111,15 +116,15 @@ class ResNet(nn.Module):
         continue
       for i in range(n):
         stride = 2 if (k > 0 and i == 0) else 1
-        x, pre = block_cls(self.widths[k + 1], stride, name=f'layer{k + 1}_{i}')(
+        x, pre = block_cls(self.widths[k + 1], stride, layers=L, name=f'layer{k + 1}_{i}')(
             x, scales[l], train=train)
         l += 1
       feats[f'stage{k + 1}'] = x
       feats[f'stage{k + 1}_preact'] = pre
     feats['last_map'] = x
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 def cifar_resnet(depth: int, num_classes: int, wide: bool = False, arch: str | None = None,
                  **kw) -> ResNet:

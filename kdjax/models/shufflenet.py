@@ -54,27 +54,29 @@ def _shuffle_spec(arch: str, num_stages: int, bn_map) -> ModelSpec:
       + tuple((rf'^layer{k}_\d+/',) for k in range(1, num_stages + 1)))
 
 
-def _stem(x, train):
-  x = common.conv(24, 1, name='conv1')(x)
-  return nn.relu(common.batch_norm(train, 'bn1')(x))
+def _stem(x, train, L):
+  x = L.conv(24, 1, name='conv1')(x)
+  return nn.relu(L.bn(train, 'bn1')(x))
 
 
 class ShuffleV1Unit(nn.Module):
   out_planes: int
   stride: int
   groups: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     mid = self.out_planes // 4
     g = 1 if x.shape[-1] == 24 else self.groups
-    y = common.conv(mid, 1, groups=g, name='conv1')(x)
-    y = nn.relu(common.batch_norm(train, 'bn1')(y))
+    y = L.conv(mid, 1, groups=g, name='conv1')(x)
+    y = nn.relu(L.bn(train, 'bn1')(y))
     y = common.channel_shuffle(y, g)
-    y = common.conv(mid, 3, self.stride, groups=mid, name='conv2')(y)
-    y = nn.relu(common.batch_norm(train, 'bn2')(y))
-    y = common.conv(self.out_planes, 1, groups=self.groups, name='conv3')(y)
-    y = common.batch_norm(train, 'bn3')(y)
+    y = L.conv(mid, 3, self.stride, groups=mid, name='conv2')(y)
+    y = nn.relu(L.bn(train, 'bn2')(y))
+    y = L.conv(self.out_planes, 1, groups=self.groups, name='conv3')(y)
+    y = L.bn(train, 'bn3')(y)
     if self.stride == 2:
       res = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
       preact = jnp.concatenate([y, res], axis=-1)
@@ -88,6 +90,8 @@ class ShuffleNetV1(nn.Module):
   out_planes: tuple[int, ...] = (240, 480, 960)
   stage_sizes: tuple[int, ...] = (4, 8, 4)
   groups: int = 3
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{k + 1}_preact': (name, 'bn3')
@@ -99,45 +103,50 @@ class ShuffleNetV1(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'shufflenetv1')
+    L = common.layers_of(self)
     feats = {}
-    x = feats['stem'] = _stem(x, train)
+    x = feats['stem'] = _stem(x, train, L)
     for k, (out, n) in enumerate(zip(self.out_planes, self.stage_sizes)):
       for i in range(n):
         planes = out - x.shape[-1] if i == 0 else out
-        x, pre = ShuffleV1Unit(planes, 2 if i == 0 else 1, self.groups,
+        x, pre = ShuffleV1Unit(planes, 2 if i == 0 else 1, self.groups, layers=L,
                                name=f'layer{k + 1}_{i}')(x, train=train)
       feats[f'stage{k + 1}'], feats[f'stage{k + 1}_preact'] = x, pre
     feats['last_map'] = x
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 class ShuffleV2Down(nn.Module):
   out_channels: int
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     c_in, mid = x.shape[-1], self.out_channels // 2
-    bn = lambda i: common.batch_norm(train, f'bn{i}')  # noqa: E731
-    left = bn(1)(common.conv(c_in, 3, 2, groups=c_in, name='conv1')(x))
-    left = nn.relu(bn(2)(common.conv(mid, 1, name='conv2')(left)))
-    right = nn.relu(bn(3)(common.conv(mid, 1, name='conv3')(x)))
-    right = bn(4)(common.conv(mid, 3, 2, groups=mid, name='conv4')(right))
-    right = nn.relu(bn(5)(common.conv(mid, 1, name='conv5')(right)))
+    bn = lambda i: L.bn(train, f'bn{i}')  # noqa: E731
+    left = bn(1)(L.conv(c_in, 3, 2, groups=c_in, name='conv1')(x))
+    left = nn.relu(bn(2)(L.conv(mid, 1, name='conv2')(left)))
+    right = nn.relu(bn(3)(L.conv(mid, 1, name='conv3')(x)))
+    right = bn(4)(L.conv(mid, 3, 2, groups=mid, name='conv4')(right))
+    right = nn.relu(bn(5)(L.conv(mid, 1, name='conv5')(right)))
     return common.channel_shuffle(jnp.concatenate([left, right], axis=-1), 2)
 
 
 class ShuffleV2Unit(nn.Module):
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    L = self.layers
     c = x.shape[-1] // 2
     x1, x2 = x[..., :c], x[..., c:]
     cb = x2.shape[-1]
-    y = nn.relu(common.batch_norm(train, 'bn1')(common.conv(cb, 1, name='conv1')(x2)))
-    y = common.batch_norm(train, 'bn2')(common.conv(cb, 3, groups=cb, name='conv2')(y))
-    y = common.batch_norm(train, 'bn3')(common.conv(cb, 1, name='conv3')(y))
+    y = nn.relu(L.bn(train, 'bn1')(L.conv(cb, 1, name='conv1')(x2)))
+    y = L.bn(train, 'bn2')(L.conv(cb, 3, groups=cb, name='conv2')(y))
+    y = L.bn(train, 'bn3')(L.conv(cb, 1, name='conv3')(y))
     preact = jnp.concatenate([x1, y], axis=-1)
     out = jnp.concatenate([x1, nn.relu(y)], axis=-1)
     return common.channel_shuffle(out, 2), preact
@@ -147,6 +156,8 @@ class ShuffleNetV2(nn.Module):
   num_classes: int
   out_channels: tuple[int, ...] = (116, 232, 464, 1024)
   stage_sizes: tuple[int, ...] = (3, 7, 3)
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     # layer{K}_0 is the DownBlock, so the last basic unit of stage K is layer{K}_{n_K}.
@@ -161,18 +172,19 @@ class ShuffleNetV2(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, 'shufflenetv2')
+    L = common.layers_of(self)
     feats = {}
-    x = feats['stem'] = _stem(x, train)
+    x = feats['stem'] = _stem(x, train, L)
     for k, n in enumerate(self.stage_sizes):
-      x = ShuffleV2Down(self.out_channels[k], name=f'layer{k + 1}_0')(x, train=train)
+      x = ShuffleV2Down(self.out_channels[k], layers=L, name=f'layer{k + 1}_0')(x, train=train)
       for i in range(1, n + 1):
-        x, pre = ShuffleV2Unit(name=f'layer{k + 1}_{i}')(x, train=train)
+        x, pre = ShuffleV2Unit(layers=L, name=f'layer{k + 1}_{i}')(x, train=train)
       feats[f'stage{k + 1}'], feats[f'stage{k + 1}_preact'] = x, pre
-    x = common.conv(self.out_channels[3], 1, name='conv2')(x)
-    x = feats['last_map'] = nn.relu(common.batch_norm(train, 'bn2')(x))
+    x = L.conv(self.out_channels[3], 1, name='conv2')(x)
+    x = feats['last_map'] = nn.relu(L.bn(train, 'bn2')(x))
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 FACTORIES = {'shufflenetv1': lambda k, **kw: ShuffleNetV1(k, **kw),

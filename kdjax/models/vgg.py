@@ -44,10 +44,13 @@ def _maxpool(x):
 
 
 class VGG(nn.Module):
-  """Attributes: cfg (five tuples of conv widths), num_classes, arch (name)."""
+  """Attributes: cfg (five tuples of conv widths), num_classes, arch (name), dtype
+  (compute dtype), bn_unbiased_running_var (see common.BatchNorm)."""
   cfg: tuple[tuple[int, ...], ...]
   num_classes: int
   arch: str = 'vgg'
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def bn_before_relu(self) -> dict[str, tuple[str, ...]]:
     return {f'stage{b}_preact': (f'block{b}_bn{len(self.cfg[b]) - 1}',) for b in range(1, 5)}
@@ -59,11 +62,12 @@ class VGG(nn.Module):
         stage_params=tuple((rf'^block{b}_(conv|bn)\d+/',) for b in range(5)))
 
   def _block(self, x, b: int, train: bool):
+    L = common.layers_of(self)
     for j, w in enumerate(self.cfg[b]):
       if j:
         x = nn.relu(x)
-      x = common.conv(w, 3, use_bias=True, name=f'block{b}_conv{j}')(x)
-      x = common.batch_norm(train, f'block{b}_bn{j}')(x)
+      x = L.conv(w, 3, use_bias=True, name=f'block{b}_conv{j}')(x)
+      x = L.bn(train, f'block{b}_bn{j}')(x)
     return x
 
   @nn.compact
@@ -80,8 +84,8 @@ class VGG(nn.Module):
         x = _maxpool(x)
     feats['last_map'] = x
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = common.layers_of(self).head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 FACTORIES = {name: (lambda k, cfg=cfg, name=name, **kw: VGG(cfg, k, arch=name, **kw))

@@ -44,26 +44,31 @@ class WideBlock(nn.Module):
   """One pre-activation unit; returns (out, bn1(x)) so the caller can expose RD's preact."""
   features: int
   stride: int = 1
+  layers: common.Layers = common.DEFAULT
 
   @nn.compact
   def __call__(self, x, scale=None, *, train: bool):
+    L = self.layers
     equal = x.shape[-1] == self.features and self.stride == 1
-    normed = common.batch_norm(train, 'bn1')(x)
+    normed = L.bn(train, 'bn1')(x)
     o = nn.relu(normed)
-    y = common.conv(self.features, 3, self.stride, name='conv1')(o)
-    y = nn.relu(common.batch_norm(train, 'bn2')(y))
-    y = common.conv(self.features, 3, name='conv2')(y)
+    y = L.conv(self.features, 3, self.stride, name='conv1')(o)
+    y = nn.relu(L.bn(train, 'bn2')(y))
+    y = L.conv(self.features, 3, name='conv2')(y)
     if scale is not None:
       y = y * scale
-    shortcut = x if equal else common.conv(self.features, 1, self.stride, name='conv_shortcut')(o)
+    shortcut = x if equal else L.conv(self.features, 1, self.stride, name='conv_shortcut')(o)
     return shortcut + y, normed
 
 
 class WideResNet(nn.Module):
-  """RD WideResNet. Attributes: depth (6n+4), width (widen factor), num_classes."""
+  """RD WideResNet. Attributes: depth (6n+4), width (widen factor), num_classes,
+  dtype (compute dtype), bn_unbiased_running_var (see common.BatchNorm)."""
   depth: int
   width: int
   num_classes: int
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
 
   def __post_init__(self):
     if self.depth < 10 or (self.depth - 4) % 6:
@@ -111,9 +116,10 @@ class WideResNet(nn.Module):
     n = (self.depth - 4) // 6
     scales = common.branch_scales(branch_scale, self.num_blocks, f'wrn_{self.depth}_{self.width}')
     widths = (16 * self.width, 32 * self.width, 64 * self.width)
+    L = common.layers_of(self)
     feats = {}
     if start == 0:
-      x = feats['stem'] = common.conv(16, 3, name='conv1')(x)
+      x = feats['stem'] = L.conv(16, 3, name='conv1')(x)
     l = 0
     for g in range(3):
       if g < start:  # already done: x is the output of group `start`
@@ -121,16 +127,16 @@ class WideResNet(nn.Module):
         continue
       for i in range(n):
         stride = 2 if (g > 0 and i == 0) else 1
-        x, normed = WideBlock(widths[g], stride, name=f'block{g + 1}_{i}')(x, scales[l], train=train)
+        x, normed = WideBlock(widths[g], stride, layers=L, name=f'block{g + 1}_{i}')(x, scales[l], train=train)
         if g > 0 and i == 0:
           feats[f'stage{g}_preact'] = normed
         l += 1
       feats[f'stage{g + 1}'] = x
-    x = feats['stage3_preact'] = common.batch_norm(train, 'bn1')(x)
+    x = feats['stage3_preact'] = L.bn(train, 'bn1')(x)
     x = feats['last_map'] = nn.relu(x)
     x = feats['pooled'] = common.global_pool(x)
-    x = feats['logits'] = common.Head(self.num_classes)(x)
-    return x, feats
+    x = feats['logits'] = L.head(self.num_classes)(x)
+    return common.float32_outputs(x, feats)
 
 
 # WRN variants that RD/CRD and the seed papers use; any valid wrn_d_w is accepted.
