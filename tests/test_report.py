@@ -135,3 +135,11 @@ def test_real_digits_runs(tmp_path):
   top1 = [json.load(open(f'{d}/results.json'))['final']['top1'] for d in dirs]
   s = t['cells']['baseline', 'resnet8']
   np.testing.assert_allclose([s['mean'], s['std']], [100 * np.mean(top1), 100 * np.std(top1, ddof=1)])
+
+
+def test_cli_flags(runs, capsys):
+  from kdjax import main
+  assert main.run(['report', *runs, '--best', '--error', '--format', 'csv']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  crd = [l for l in lines if l.startswith('crd,')][0]
+  assert crd == 'crd,24.5000,0.7071,2,,,'   # best top-1 .75 / .76 as error
