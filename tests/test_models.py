@@ -28,6 +28,7 @@ PARAMS = {
     'vgg16': (14_774_436, '14.774'), 'vgg19': (20_086_692, '20.087'),
     'mobilenetv2': (812_836, '0.813'), 'shufflenetv1': (949_258, '0.949'),
     'shufflenetv2': (1_355_528, '1.356'),
+    'resnet10_cifar': (4_949_412, '4.95'), 'mobilenetv1_cifar': (3_309_476, '3.31'),
     'resnet18_cifar': (11_220_132, '11.22'), 'resnet34_cifar': (21_328_292, '21.33'),
     'resnet50_cifar': (23_705_252, '23.705'),
     'resnet18': (11_689_512, '11.69'), 'resnet34': (21_797_672, '21.80'),
@@ -40,6 +41,8 @@ IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1')
 def _family(name):
   if name in IMAGENET:
     return 'imagenet'
+  if name == 'mobilenetv1_cifar':
+    return 'mobilenetv1_cifar'
   for prefix in ('wrn', 'vgg', 'mobilenetv2', 'shufflenetv1', 'shufflenetv2'):
     if name.startswith(prefix):
       return prefix
@@ -51,6 +54,7 @@ SPATIAL = {
     'resnet': (32, 32, 16, 8), 'wrn': (32, 32, 16, 8), 'vgg': (32, 16, 8, 4, 4),
     'mobilenetv2': (16, 16, 8, 4, 2), 'shufflenetv1': (32, 16, 8, 4),
     'shufflenetv2': (32, 16, 8, 4), 'resnet_v2': (32, 32, 16, 8, 4), 'imagenet': (32, 16, 8, 4, 2),
+    'mobilenetv1_cifar': (32, 32, 16, 8, 8),
 }
 RESIDUAL = ('resnet', 'wrn', 'resnet_v2')
 
@@ -473,3 +477,42 @@ def test_resnet50_basic_is_self_guidance_cifar_resnet50():
   m = models.create('resnet50_basic', 10)
   v = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
   assert models.param_count(v) == 758_554 and m.num_blocks == 24
+
+
+def test_resnet10_cifar_count_by_hand():
+  """RD resnetv2 with [1, 1, 1, 1] BasicBlocks, widths 64..512, 100 classes: 4,949,412 (4.95M).
+
+  stem conv 3*9*64 + bn 2*64; stage 1 (64 -> 64, identity): 2 * 64*64*9 + 2 * 2*64; stage
+  s > 1 (c -> 2c, stride 2): c*2c*9 + 2c*2c*9 + c*2c (1x1 shortcut) + 3 BN * 2 * 2c;
+  head 512 * 100 + 100.
+  """
+  stem = 3 * 9 * 64 + 2 * 64
+  stage1 = 2 * 64 * 64 * 9 + 2 * 2 * 64
+  down = lambda c: c * 2 * c * 9 + 2 * c * 2 * c * 9 + c * 2 * c + 3 * 2 * 2 * c  # noqa: E731
+  head = 512 * 100 + 100
+  assert stem + stage1 + down(64) + down(128) + down(256) + head == 4_949_412
+  _, var, _ = _abstract('resnet10_cifar')
+  assert models.param_count(var) == 4_949_412
+  assert models.create('resnet10_cifar', 100).num_blocks == 4
+
+
+def test_mobilenetv1_cifar_count_by_hand_and_ie_init():
+  """IE-KD mobilenet: stem 3x3/1 3 -> 32, 13 dw-separable layers, strides 2 at layers 4 and 6.
+
+  Each layer i -> o: dw 9i + BN 2i + pw i*o + BN 2o. With 1000 classes it equals the
+  ImageNet mobilenetv1 (same widths), 4,231,976.
+  """
+  widths = [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+  body = 3 * 9 * 32 + 2 * 32 + sum(9 * i + 2 * i + i * o + 2 * o
+                                   for i, o in zip(widths[:-1], widths[1:]))
+  assert body + 1024 * 100 + 100 == 3_309_476
+  model, var, (_, feats) = _abstract('mobilenetv1_cifar')
+  assert models.param_count(var) == 3_309_476
+  _, var1000, _ = _abstract('mobilenetv1_cifar', num_classes=1000)
+  assert models.param_count(var1000) == body + 1024 * 1000 + 1000 == PARAMS['mobilenetv1'][0]
+  assert feats['last_map'].shape == (2, 8, 8, 1024)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)['params']
+  dw = np.asarray(v['layer13']['dw_conv']['kernel'])      # 1024 x 9 draws of N(0, 2/9)
+  assert abs(dw.std() - np.sqrt(2 / 9)) < 0.02
+  head = np.asarray(v['head']['kernel'])
+  assert abs(head.std() - 0.01) < 0.001 and not np.asarray(v['head']['bias']).any()

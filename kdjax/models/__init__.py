@@ -32,10 +32,16 @@ Interface shared by every model (images NHWC float32):
 Names: resnet{6n+2} (resnet8 ... resnet110, any such depth), resnet8x4,
 resnet32x4 (any resnet{6n+2}x4), wrn_{depth}_{width} ((depth - 4) % 6 == 0),
 vgg8/11/13/16/19, mobilenetv2 (RD mobile_half; `width_mult` override),
-shufflenetv1, shufflenetv2, resnet18/34/50_cifar (RD resnetv2), the ImageNet
-resnet18, resnet34, resnet50 (torchvision) and mobilenetv1 (mdistiller), and
-one_<base> (ONE's 3-branch network on a CIFAR resnet{6n+2} or wrn_d_w, models/one.py;
-`branches` and `block` overrides).
+shufflenetv1, shufflenetv2, resnet10/18/34/50_cifar (RD resnetv2; 10 = [1,1,1,1]),
+mobilenetv1_cifar (IE-KD's CIFAR MobileNet), the ImageNet resnet18, resnet34,
+resnet50 (torchvision) and mobilenetv1 (mdistiller), and one_<base> (ONE's 3-branch
+network on a CIFAR resnet{6n+2} or wrn_d_w, models/one.py; `branches` and `block`
+overrides).
+
+Overrides every model accepts (`create(name, k, **overrides)`): `dtype` (compute
+dtype of convs / dense layers, e.g. jnp.bfloat16; parameters, BatchNorm and the
+returned logits / features stay float32) and `bn_unbiased_running_var` (PyTorch's
+n/(n-1) running-variance update; models/common.py `BatchNorm`).
 """
 
 from __future__ import annotations

@@ -106,12 +106,13 @@ class Layers:
   bn_unbiased_running_var: bool = False
 
   def conv(self, features: int, kernel: int, stride: int = 1, *, groups: int = 1,
-           use_bias: bool = False, name: str | None = None) -> nn.Conv:
+           use_bias: bool = False, name: str | None = None,
+           kernel_init: Callable = conv_kernel_init) -> nn.Conv:
     """A square conv with PyTorch padding `kernel // 2` (see `conv`)."""
     p = kernel // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((p, p), (p, p)), feature_group_count=groups,
-                   use_bias=use_bias, kernel_init=conv_kernel_init, dtype=self.dtype,
+                   use_bias=use_bias, kernel_init=kernel_init, dtype=self.dtype,
                    param_dtype=jnp.float32, name=name)
 
   def bn(self, train: bool, name: str | None = None, **kw) -> BatchNorm:
@@ -124,9 +125,9 @@ class Layers:
     return Dense(features, kernel_init=dense_kernel_init, dtype=self.dtype,
                  param_dtype=jnp.float32, name=name)
 
-  def head(self, num_classes: int) -> Dense:
+  def head(self, num_classes: int, kernel_init: Callable = dense_kernel_init) -> Dense:
     """The classifier every model applies to `pooled`; always named `head`."""
-    return Dense(num_classes, kernel_init=dense_kernel_init, bias_init=nn.initializers.zeros,
+    return Dense(num_classes, kernel_init=kernel_init, bias_init=nn.initializers.zeros,
                  dtype=self.dtype, param_dtype=jnp.float32, name='head')
 
 

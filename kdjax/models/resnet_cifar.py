@@ -3,7 +3,7 @@
 Synopsis:
   ResNet(block, stage_sizes, widths, num_classes, imagenet_stem=False)
   cifar_resnet(depth, num_classes, wide=False)   RD resnet{6n+2} / resnet{6n+2}x4
-  resnet_cifar(18|34|50, num_classes)            RD resnetv2 ResNet18/34/50
+  resnet_cifar(10|18|34|50, num_classes)         RD resnetv2 ResNet10/18/34/50
 
 The same `ResNet` class, with `imagenet_stem=True`, gives the torchvision
 ImageNet ResNets (see `resnet_imagenet.py`).
@@ -138,12 +138,17 @@ def cifar_resnet(depth: int, num_classes: int, wide: bool = False, arch: str | N
   return ResNet('basic', (n, n, n), widths, num_classes, arch=arch, **kw)
 
 
-_CIFAR_V2 = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
+# 10: SRRL's ResNet-10, resnetv2 with one BasicBlock per stage (4.95M parameters, 100 classes).
+_CIFAR_V2 = {10: ('basic', (1, 1, 1, 1)), 18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
              50: ('bottleneck', (3, 4, 6, 3))}
 
 
 def resnet_cifar(depth: int, num_classes: int, **kw) -> ResNet:
-  """RD `resnetv2.ResNet{18,34,50}`: torchvision widths, 3x3 stride-1 stem, no max-pool."""
+  """RD `resnetv2.ResNet{10,18,34,50}`: torchvision widths, 3x3 stride-1 stem, no max-pool.
+
+  ResNet-10 ([1, 1, 1, 1] basic blocks) is not in RD's file; it is its `ResNet` class
+  with that configuration (SRRL's ResNet-34 -> ResNet-10 row).
+  """
   block, sizes = _CIFAR_V2[depth]
   return ResNet(block, sizes, (64, 64, 128, 256, 512), num_classes,
                 arch=f'resnet{depth}_cifar', **kw)
