@@ -368,3 +368,37 @@ def test_fer2013_csv(tmp_path):
   assert ds.train_images.shape == (5, 32, 32, 1) and ds.test_images.shape == (3, 32, 32, 1)
   assert ds.train_labels.tolist() == [0, 1, 2, 3, 4] and ds.test_labels.tolist() == [5, 6, 0]
   assert len(ds.mean) == 1 and len(ds.std) == 1
+
+
+def test_steps_per_epoch_keeps_or_drops_the_last_batch():
+  assert augment.steps_per_epoch(50000, 64) == 781                         # drop (default)
+  assert augment.steps_per_epoch(50000, 64, drop_remainder=False) == 782   # RepDistiller
+  assert augment.steps_per_epoch(640, 64, drop_remainder=False) == 10
+  with pytest.raises(ValueError, match='exceeds'):
+    augment.steps_per_epoch(10, 16)
+  assert augment.steps_per_epoch(10, 16, drop_remainder=False) == 1
+
+
+def test_masked_batches_cover_the_epoch_once_with_one_compile():
+  images = jnp.arange(10, dtype=jnp.uint8)[:, None] * jnp.ones((10, 3), jnp.uint8)
+  labels = jnp.arange(10, dtype=jnp.int32)
+  key = jax.random.key(4)
+  traces = []
+
+  @jax.jit
+  def masked(step):
+    traces.append(1)
+    return augment.gather_batch_masked(images, labels, key, step, 4)
+
+  out = [masked(jnp.int32(s)) for s in range(3)]
+  assert len(traces) == 1
+  valid = np.concatenate([np.asarray(idx)[np.asarray(m)] for _, _, idx, m in out])
+  assert sorted(valid.tolist()) == list(range(10))
+  assert [np.asarray(m).tolist() for *_, m in out] == [[True] * 4, [True] * 4, [True, True, False, False]]
+  for s in range(2):   # full batches equal the drop-remainder sampler's
+    x, y, idx = augment.gather_batch(images, labels, key, s, 4)
+    np.testing.assert_array_equal(idx, out[s][2])
+    np.testing.assert_array_equal(x, out[s][0])
+  x, y, idx, _ = out[2]
+  np.testing.assert_array_equal(y, idx)                       # labels follow the indices
+  np.testing.assert_array_equal(np.asarray(x)[:, 0], idx)     # padding rows are real images

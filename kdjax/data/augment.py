@@ -96,3 +96,51 @@ def gather_batch(images: jax.Array, labels: jax.Array, rng_epoch_perm_key: jax.A
   start = jnp.asarray(step_in_epoch, jnp.int32) * batch_size
   idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size).astype(jnp.int32)
   return jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0), idx
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+  """N // B when dropping the last partial batch, else ceil(N / B) (RepDistiller: 782 at 50000 / 64)."""
+  if batch_size < 1 or num_examples < 1:
+    raise ValueError(f'need num_examples >= 1 and batch_size >= 1, got {num_examples}, {batch_size}.')
+  if drop_remainder:
+    if batch_size > num_examples:
+      raise ValueError(f'batch_size {batch_size} exceeds the dataset size {num_examples}')
+    return num_examples // batch_size
+  return -(-num_examples // batch_size)
+
+
+def gather_batch_masked(images: jax.Array, labels: jax.Array, rng_epoch_perm_key: jax.Array,
+                        step_in_epoch, batch_size: int
+                        ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """`gather_batch` keeping the last partial batch, at a fixed shape (one compile).
+
+  The epoch's permutation `perm = jax.random.permutation(key, N)` (the same one
+  `gather_batch` uses) is extended to ceil(N / B) * B entries by repeating its
+  first entries, and step s takes `[s*B, (s+1)*B)` of it. mask[j] is True for
+  the positions s*B + j < N, so the valid entries of the ceil(N / B) steps visit
+  every index exactly once; the first N // B batches equal `gather_batch`'s, with
+  an all-True mask. The padding rows are real images (never zeros), so they are
+  harmless in the forward pass, but they must be excluded by the step (see
+  README: loss and metrics weighted by mask; no memory-bank writes for them).
+
+  Args:
+    images: [N, ...] (uint8 on device).
+    labels: [N].
+    rng_epoch_perm_key: a key that identifies the epoch.
+    step_in_epoch: int or traced int scalar in [0, ceil(N / batch_size)).
+    batch_size: B (static).
+
+  Returns:
+    (images[idx], labels[idx], idx, mask) with idx int32 [B] and mask bool [B].
+  """
+  n = images.shape[0]
+  steps = -(-n // batch_size)
+  perm = jax.random.permutation(rng_epoch_perm_key, n)
+  pad = steps * batch_size - n
+  if pad:
+    perm = jnp.concatenate([perm, jnp.resize(perm, (pad,))])
+  start = jnp.asarray(step_in_epoch, jnp.int32) * batch_size
+  idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size).astype(jnp.int32)
+  mask = start + jnp.arange(batch_size, dtype=jnp.int32) < n
+  return jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0), idx, mask
+
