@@ -533,8 +533,8 @@ def test_bss_term_schedule_and_skip():
 
 def test_registered_with_defaults():
   reg = distill.registered_methods()
-  for name in ('dml', 'one', 'tfkd_self', 'bss'):
-    assert name in reg and reg[name].builder.__module__.endswith('methods.online')
+  for name, module in (('dml', 'dml'), ('one', 'one'), ('tfkd_self', 'tfkd'), ('bss', 'bss')):
+    assert name in reg and reg[name].builder.__module__ == f'kdjax.distill.methods.{module}'
   hp = distill.hyperparameters
   assert hp('bss')['temperature'] == 3.0 and hp('bss')['attack_size'] == 64
   assert hp('one')['temperature'] == 3.0 and hp('one')['rampup_epochs'] == 80.0

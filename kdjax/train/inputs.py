@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax.data import augment
+from kdjax.train.step import STREAM_EPOCH
 
 
 def epoch_key(seed: int, epoch):
-  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STREAM_EPOCH), epoch)
 
 
 def in_memory_batch_fn(dataset, data_cfg, *, seed: int, batch_size: int, steps_per_epoch: int):

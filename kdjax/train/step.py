@@ -28,10 +28,13 @@ import optax
 from kdjax.distill.api import Context, Needs, Term, merge_needs
 from kdjax.train import optim as optim_lib
 
-# The one table of stream ids folded into the step key (changing one changes every run):
-#   AUG    data augmentation of the batch
-#   DEPTH  stochastic-depth keep masks of the student pass
-#   TERMS  per-term keys, ctx.rng = fold_in(fold_in(key, TERMS), term index)
+# The one table of RNG stream ids (changing one changes every run):
+#   fold_in(key(seed), STREAM_STEP), then the step: the step key, from which
+#     STREAM_AUG    data augmentation of the batch
+#     STREAM_DEPTH  stochastic-depth keep masks of the student pass
+#     STREAM_TERMS  per-term keys, ctx.rng = fold_in(fold_in(step key, TERMS), term index)
+#   fold_in(key(seed), STREAM_EPOCH), then the epoch: that epoch's sample order (inputs.py)
+STREAM_STEP, STREAM_EPOCH = 0, 1
 STREAM_AUG, STREAM_DEPTH, STREAM_TERMS = 1, 2, 3
 
 
@@ -62,7 +65,7 @@ def group_names(groups):
 
 def step_keys(seed: int, step):
   """The step's base key: a pure function of (seed, step)."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0), step)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STREAM_STEP), step)
 
 
 def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.GradientTransformation,
