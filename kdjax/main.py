@@ -3,6 +3,8 @@
   kdjax train --config configs/cifar100/kd_resnet32x4_resnet8x4.py[:arg] --workdir DIR [--config.x=y ...]
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
+  kdjax export --workdir DIR --output student.pth --format torch   a PyTorch state_dict
+  kdjax import-torch --arch resnet32x4 --checkpoint ckpt_epoch_240.pth --dataset cifar100 --workdir DIR
   kdjax report DIR [DIR ...]          mean +- std over runs (seeds) of one experiment
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
@@ -60,8 +62,21 @@ def cmd_eval(args, overrides):
 
 
 def cmd_export(args, overrides):
+  if args.format == 'torch':
+    from kdjax.interop import api as interop
+    print(json.dumps(interop.export_torch(args.workdir, args.output), indent=2))
+    return 0
   from kdjax.train import export_student
   print(json.dumps(export_student(args.workdir, args.output), indent=2))
+  return 0
+
+
+def cmd_import_torch(args, overrides):
+  from kdjax.interop import api as interop
+  res = interop.import_torch(args.arch, args.checkpoint, args.dataset, args.workdir,
+                             num_classes=args.num_classes, prefix=args.prefix,
+                             trust=args.trust_checkpoint)
+  print(json.dumps(res, indent=2, default=float))
   return 0
 
 
@@ -116,6 +131,20 @@ def run(argv=None) -> int:
   p = sub.add_parser('export', help='write the student (no auxiliary modules) to a msgpack file')
   p.add_argument('--workdir', required=True)
   p.add_argument('--output', required=True)
+  p.add_argument('--format', choices=('flax', 'torch'), default='flax',
+                 help='flax: msgpack of params + batch_stats (default); torch: a state_dict that '
+                      'loads with strict=True into the PyTorch reference of the architecture')
+  p = sub.add_parser('import-torch', help='a PyTorch checkpoint as a kdjax workdir (a teacher)')
+  p.add_argument('--arch', required=True, help='kdjax architecture name, e.g. resnet32x4')
+  p.add_argument('--checkpoint', required=True, help='.pth file: a state_dict or {"model": ...}')
+  p.add_argument('--dataset', required=True, help='dataset the network was trained on')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--num_classes', type=int, default=None,
+                 help='classifier outputs (default: the dataset\'s class count)')
+  p.add_argument('--prefix', default='',
+                 help='keep only keys with this prefix, stripped (e.g. student. for a distiller)')
+  p.add_argument('--trust_checkpoint', action='store_true',
+                 help='load pickled objects too (torch.load weights_only=False); trusted files only')
   p = sub.add_parser('report', help='mean +- std of results.json over runs (e.g. seeds)')
   p.add_argument('workdirs', nargs='+')
   p = sub.add_parser('bench', help='time the compiled train step on synthetic batches')
@@ -130,14 +159,14 @@ def run(argv=None) -> int:
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
   args = parser.parse_args(rest)
-  if overrides and args.cmd in ('eval', 'export', 'report', 'methods'):
+  if overrides and args.cmd in ('eval', 'export', 'import-torch', 'report', 'methods'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
-         'bench': cmd_bench,
+         'bench': cmd_bench, 'import-torch': cmd_import_torch,
          'quickstart': cmd_quickstart, 'methods': cmd_methods}[args.cmd]
   try:
     return cmd(args, overrides)
-  except (KeyError, ValueError, FileNotFoundError) as e:
+  except (KeyError, ValueError, FileNotFoundError, FileExistsError) as e:
     # User errors: one clear line, no traceback (KDJAX_DEBUG=1 shows it).
     if os.environ.get('KDJAX_DEBUG'):
       raise
