@@ -168,39 +168,63 @@ def test_wrong_arch_or_class_count_fails_listing_mismatches_and_writes_nothing(t
   assert rc == 2 and 'digits has 10 classes' in err and not os.path.exists(wd)
 
 
-def test_imported_teacher_evaluates_exports_and_distils(tmp_path, capsys):
-  ckpt = str(tmp_path / 'ckpt_epoch_240.pth')
+@pytest.fixture(scope='module')
+def imported(tmp_path_factory):
+  """A random torch resnet20 for digits, saved RepDistiller-style and imported by the CLI."""
+  tmp = tmp_path_factory.mktemp('imported')
+  ckpt = str(tmp / 'ckpt_epoch_240.pth')
   net = _save_digits_net('resnet20', ckpt, seed=3)
-  wd = str(tmp_path / 'teacher_resnet20')
-  rc, out, err = _cli(capsys, 'import-torch', '--arch', 'resnet20', '--checkpoint', ckpt,
-                      '--dataset', 'digits', '--workdir', wd)
-  assert rc == 0, err
-  res = json.load(open(os.path.join(wd, 'results.json')))
-  # The imported network's test accuracy equals the PyTorch net's on the same images.
-  (_, _), (x_test, y_test) = digits.arrays()
-  x = (x_test.astype(np.float32) / 255.0 - np.array(digits.MEAN)) / np.array(digits.STD)
-  with torch.no_grad():
-    t_logits, _ = net(torch.from_numpy(x.astype(np.float32).transpose(0, 3, 1, 2)))
-  torch_top1 = float((t_logits.argmax(1).numpy() == y_test).mean())
-  assert res['final']['top1'] == pytest.approx(torch_top1, abs=1.5 / len(y_test))
-  assert res['source_sha256'] and res['model'] == 'resnet20'
+  wd = str(tmp / 'teacher_resnet20')
+  assert main.run(['import-torch', '--arch', 'resnet20', '--checkpoint', ckpt, '--dataset', 'digits',
+                   '--workdir', wd]) == 0
+  with open(os.path.join(wd, 'results.json')) as f:
+    res = json.load(f)
+  return net, wd, res
 
-  # A teacher like any other: load_teacher, eval, export back to the same tensors.
+
+def _digits_test():
+  (_, _), (x_test, y_test) = digits.arrays()
+  x = (x_test.astype(np.float32) / 255.0 - np.float32(digits.MEAN[0])) / np.float32(digits.STD[0])
+  return x.astype(np.float32), y_test
+
+
+def test_imported_teacher_reports_the_torch_accuracy_and_loads_as_teacher(imported):
+  net, wd, res = imported
+  x, y = _digits_test()
+  with torch.no_grad():
+    t_logits, _ = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  torch_top1 = float((t_logits.argmax(1).numpy() == y).mean())
+  assert res['final']['top1'] == pytest.approx(torch_top1, abs=1.5 / len(y))
+  assert res['model'] == 'resnet20' and len(res['source_sha256']) == 64
+  assert res['source_tensors'] == 47 + 2 * 3 * 10  # resnet8's 47 plus 6 more basic blocks
   cfg = recipes.student('digits', 'resnet20', 'resnet8', recipes.kd_terms(), ce_weight=0.1)
   cfg.teacher.checkpoint = wd
   teacher = setup_lib.load_teacher(cfg, data_lib.load(cfg.data))
   assert teacher.arch == 'resnet20' and teacher.hash == res['hash']
+
+
+def test_imported_workdir_evaluates_and_exports_back_to_the_same_tensors(imported, tmp_path, capsys):
+  net, wd, res = imported
   rc, out, _ = _cli(capsys, 'eval', '--workdir', wd)
   assert rc == 0 and json.loads(out)['top1'] == res['final']['top1']
   exported = str(tmp_path / 'back.pth')
-  rc, _, _ = _cli(capsys, 'export', '--workdir', wd, '--output', exported, '--format', 'torch')
-  assert rc == 0
+  rc, out, _ = _cli(capsys, 'export', '--workdir', wd, '--output', exported, '--format', 'torch')
+  assert rc == 0 and json.loads(out)['family'] == 'rd_resnet'
   back = torch.load(exported, weights_only=True)
+  assert set(back) == set(net.state_dict())
   for k, v in net.state_dict().items():
     if not k.endswith('num_batches_tracked'):
       assert torch.equal(back[k], v), k
+  rc, _, err = _cli(capsys, 'import-torch', '--arch', 'resnet20', '--checkpoint', exported,
+                    '--dataset', 'digits', '--workdir', wd)
+  assert rc == 2 and 'already holds checkpoints' in err
 
-  # KD from the imported teacher: 2 steps, interrupted after 1, resumed, evaluated, exported.
+
+@pytest.mark.slow
+def test_kd_from_imported_teacher_resumes_evaluates_and_exports(imported, tmp_path, capsys):
+  _, wd, res = imported
+  cfg = recipes.student('digits', 'resnet20', 'resnet8', recipes.kd_terms(), ce_weight=0.1)
+  cfg.teacher.checkpoint = wd
   cfg.progress_bar = False
   cfg.epochs = 1
   cfg.optim.batch_size = 1437 // 2  # one epoch = 2 steps
@@ -213,10 +237,11 @@ def test_imported_teacher_evaluates_exports_and_distils(tmp_path, capsys):
   student_pth = str(tmp_path / 'student.pth')
   rc, _, _ = _cli(capsys, 'export', '--workdir', swd, '--output', student_pth, '--format', 'torch')
   assert rc == 0
-  ref = build('resnet8', 10, in_ch=1)
+  ref = build('resnet8', 10, in_ch=1).eval()
   ref.load_state_dict(torch.load(student_pth, weights_only=True), strict=True)
   _, variables = workdir_lib.read_student(swd)
-  j_logits, _ = models.create('resnet8', 10).apply(variables, x[:16].astype(np.float32), train=False)
+  x, _ = _digits_test()
+  j_logits, _ = models.create('resnet8', 10).apply(variables, x[:16], train=False)
   with torch.no_grad():
-    r_logits, _ = ref.eval()(torch.from_numpy(x[:16].astype(np.float32).transpose(0, 3, 1, 2)))
+    r_logits, _ = ref(torch.from_numpy(x[:16].transpose(0, 3, 1, 2)))
   assert _rel(r_logits.numpy(), np.asarray(j_logits)) < 1e-4
