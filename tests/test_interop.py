@@ -47,7 +47,7 @@ def parity(arch, num_classes=10, seed=0):
   with torch.no_grad():
     _, t_feats = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
   model = models.create(arch, num_classes)
-  _, j_feats = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  _, j_feats = model.apply(variables, x, train=False)  # eager: no compile of deep nets
   assert set(t_feats) == set(j_feats)
   errs = {k: _rel(_nhwc(t_feats[k]), np.asarray(j_feats[k])) for k in t_feats}
   return net, sd, variables, errs
@@ -72,7 +72,8 @@ def test_import_matches_reference_and_exports_back_exactly(arch):
 
 
 def test_grouped_and_depthwise_kernels_map_oihw_to_hwio():
-  # ShuffleV1's first gconv of stage 2 has groups 3; MobileNetV1's dw convs groups = channels.
+  # Depthwise: groups = channels, torch [C, 1, kh, kw] -> flax [kh, kw, 1, C]. (Grouped convs
+  # with 1 < groups < C, ShuffleV1's, are covered by its parity test.)
   sd = {k: v.numpy() for k, v in randomize(build('mobilenetv1', 5)).state_dict().items()}
   v = torch_io.to_variables('mobilenetv1', torch_io.unwrap(sd), 5, (32, 32, 3))
   dw = sd['model.2.0.weight']  # [64, 1, 3, 3]
@@ -245,3 +246,32 @@ def test_kd_from_imported_teacher_resumes_evaluates_and_exports(imported, tmp_pa
   with torch.no_grad():
     r_logits, _ = ref(torch.from_numpy(x[:16].transpose(0, 3, 1, 2)))
   assert _rel(r_logits.numpy(), np.asarray(j_logits)) < 1e-4
+
+
+def test_import_without_the_dataset_writes_a_teacher_and_says_why(tmp_path, monkeypatch):
+  from kdjax.interop import api
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'no_data'))
+  ckpt = str(tmp_path / 'ckpt_epoch_240.pth')
+  net = randomize(build('resnet8', 100))
+  torch.save({'model': net.state_dict()}, ckpt)
+  wd = str(tmp_path / 'teacher_resnet8')
+  res = api.import_torch('resnet8', ckpt, 'cifar100', wd)
+  assert res['final'] is None and "dataset 'cifar100' is not on this machine" in res['note']
+  with open(os.path.join(wd, 'results.json')) as f:
+    assert json.load(f)['note'] == res['note']
+  cfg = recipes.student('cifar100', 'resnet8', 'resnet8', recipes.kd_terms(), ce_weight=0.1)
+  cfg.teacher.checkpoint = wd
+  teacher = setup_lib.load_teacher(cfg, workdir_lib._shape_only_dataset(cfg, 100))
+  np.testing.assert_array_equal(teacher.variables['params']['layer3_0']['shortcut_conv']['kernel'],
+                                net.state_dict()['layer3.0.downsample.0.weight'].numpy()
+                                .transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(teacher.variables['batch_stats']['bn1']['var'],
+                                net.state_dict()['bn1.running_var'].numpy())
+
+
+def test_training_never_imports_torch():
+  import subprocess
+  import sys
+  code = ('import sys; import kdjax.main, kdjax.train.loop, kdjax.interop.api; '
+          'assert "torch" not in sys.modules, "torch imported"')
+  subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ})
