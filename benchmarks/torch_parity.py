@@ -50,7 +50,7 @@ def measure(arch, num_classes=100, seed=0):
 
 
 def main(archs):
-  print(f'| arch | tensors | logits rel. err | worst feature (rel. err) | export round trip |')
+  print('| arch | state_dict entries | logits rel. err | worst feature (rel. err) | export round trip |')
   print('|---|---|---|---|---|')
   for arch in archs:
     errs, exact, n = measure(arch)

@@ -19,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from kdjax import data as data_lib
 from kdjax.interop import mapping, torch_io, workdir as workdir_lib
 
 # Class counts of the datasets kdjax knows without reading them.
 _CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'stl10': 10, 'imagenet2012': 1000}
+# Input shapes (only the channel count shapes any weight; imagenet2012 uses data.image_size).
+_IMAGE_SHAPES = {'digits': (8, 8, 1), 'cifar10': (32, 32, 3), 'cifar100': (32, 32, 3),
+                 'stl10': (96, 96, 3)}
 
 
 def _sha256(path: str) -> str:
@@ -43,14 +47,19 @@ def import_torch(arch: str, checkpoint: str, dataset: str, workdir: str, *,
       state_dict that does not fit `arch` with the dataset's classes. Nothing is written.
   """
   mapping.family(arch)  # unsupported architecture: before reading anything
+  if dataset not in data_lib.KNOWN:
+    raise ValueError(f'unknown dataset {dataset!r}; known: {", ".join(data_lib.KNOWN)}.')
+  workdir_lib.check_empty(workdir)
   if not os.path.isfile(checkpoint):
     raise FileNotFoundError(f'no checkpoint file {checkpoint!r}.')
   cfg = workdir_lib.config_for(arch, dataset)
-  ds, why = workdir_lib.load_dataset(cfg)
+  ds, why = None, ''
+  if dataset not in _CLASSES:  # class count and image shape unknown: read the data first
+    ds, why = workdir_lib.load_dataset(cfg)
   known = ds.num_classes if ds is not None else _CLASSES.get(dataset)
   if num_classes is None:
     if known is None:
-      raise ValueError(f'dataset {dataset!r} is not on disk ({why}); pass --num_classes.')
+      raise ValueError(f'dataset {dataset!r} could not be read ({why}); pass --num_classes.')
     num_classes = known
   elif known is not None and num_classes != known:
     raise ValueError(f'--num_classes {num_classes} but {dataset} has {known} classes: a teacher '
@@ -60,9 +69,12 @@ def import_torch(arch: str, checkpoint: str, dataset: str, workdir: str, *,
   elif dataset == 'imagenet2012':
     image_shape = (int(cfg.data.image_size),) * 2 + (3,)
   else:
-    image_shape = (32, 32, 3)
+    image_shape = _IMAGE_SHAPES.get(dataset, (32, 32, 3))
+  # The checkpoint is checked before the (possibly large) dataset is read.
   sd = torch_io.load_state_dict(checkpoint, prefix=prefix, trust=trust)
   variables = torch_io.to_variables(arch, sd, num_classes, image_shape)
+  if ds is None:
+    ds, why = workdir_lib.load_dataset(cfg)
   info = {'source': os.path.abspath(checkpoint), 'source_sha256': _sha256(checkpoint),
           'source_tensors': len(sd)}
   return workdir_lib.write_workdir(workdir, cfg, variables, dataset=ds, note=why, info=info)

@@ -66,6 +66,13 @@ def load_dataset(cfg) -> tuple[Any, str]:
     return None, f'{type(e).__name__}: {str(e)[:300]}'
 
 
+def check_empty(workdir: str) -> None:
+  """Raises FileExistsError when `workdir` already holds a run's checkpoints."""
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pick an empty --workdir.')
+
+
 def write_workdir(workdir: str, cfg, variables: Mapping, *, dataset=None, note: str = '',
                   info: Mapping | None = None) -> dict[str, Any]:
   """Writes `variables` of `cfg.model.name` as a finished kdjax run in `workdir`.
@@ -82,9 +89,8 @@ def write_workdir(workdir: str, cfg, variables: Mapping, *, dataset=None, note: 
     The results dict written to results.json.
   """
   from kdjax.train import loop, setup as setup_lib  # pylint: disable=g-import-not-at-top
+  check_empty(workdir)
   ckpt_dir = os.path.join(workdir, 'checkpoints')
-  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pick an empty --workdir.')
   num_classes = int(np.shape(variables['params']['head']['bias'])[0])
   ds = dataset if dataset is not None else _shape_only_dataset(cfg, num_classes)
   setup = setup_lib.build(cfg, dataset=ds, teacher=None)
@@ -132,4 +138,4 @@ def read_student(workdir: str) -> tuple[Any, dict]:
   return cfg, jax.tree.map(np.asarray, variables)
 
 
-__all__ = ['config_for', 'load_dataset', 'read_student', 'write_workdir']
+__all__ = ['check_empty', 'config_for', 'load_dataset', 'read_student', 'write_workdir']
