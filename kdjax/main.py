@@ -4,7 +4,7 @@
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
   kdjax export --workdir DIR --output student.pth --format torch   a PyTorch state_dict
-  kdjax import-torch --arch resnet32x4 --checkpoint ckpt_epoch_240.pth --dataset cifar100 --workdir DIR
+  kdjax import-torch --arch resnet32x4 --checkpoint FILE.pth --dataset cifar100 --workdir DIR
   kdjax report DIR [DIR ...]          mean +- std over runs (seeds) of one experiment
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
@@ -144,7 +144,8 @@ def run(argv=None) -> int:
   p.add_argument('--prefix', default='',
                  help='keep only keys with this prefix, stripped (e.g. student. for a distiller)')
   p.add_argument('--trust_checkpoint', action='store_true',
-                 help='load pickled objects too (torch.load weights_only=False); trusted files only')
+                 help='load pickled objects too (torch.load weights_only=False); trusted '
+                      'files only')
   p = sub.add_parser('report', help='mean +- std of results.json over runs (e.g. seeds)')
   p.add_argument('workdirs', nargs='+')
   p = sub.add_parser('bench', help='time the compiled train step on synthetic batches')

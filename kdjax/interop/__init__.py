@@ -1,6 +1,7 @@
 """PyTorch interop: import published teachers, export students (torch is optional).
 
-  kdjax import-torch --arch resnet32x4 --checkpoint ckpt_epoch_240.pth --dataset cifar100 --workdir DIR
+  kdjax import-torch --arch resnet32x4 --checkpoint ckpt_epoch_240.pth --dataset cifar100 \
+      --workdir DIR
   kdjax export --workdir DIR --output student.pth --format torch
 
 Modules: `mapping` (per-family naming rules), `torch_io` (state_dict <-> variables,

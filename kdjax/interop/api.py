@@ -38,7 +38,8 @@ def _sha256(path: str) -> str:
 
 
 def import_torch(arch: str, checkpoint: str, dataset: str, workdir: str, *,
-                 num_classes: int | None = None, prefix: str = '', trust: bool = False) -> dict[str, Any]:
+                 num_classes: int | None = None, prefix: str = '',
+                 trust: bool = False) -> dict[str, Any]:
   """Converts a PyTorch checkpoint of `arch` into a kdjax workdir; returns results.json's dict.
 
   Raises:

@@ -44,7 +44,8 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                   (r'\.shortcut_bn$', '.downsample.1'), (r'^head$', 'fc')),
     'rd_resnetv2': (_BLOCK, (r'\.shortcut_conv$', '.shortcut.0'),
                     (r'\.shortcut_bn$', '.shortcut.1'), (r'^head$', 'linear')),
-    'rd_wrn': ((r'^block(\d+)_(\d+)\.', r'block\1.layer.\2.'), (r'\.conv_shortcut$', '.convShortcut'),
+    'rd_wrn': ((r'^block(\d+)_(\d+)\.', r'block\1.layer.\2.'),
+               (r'\.conv_shortcut$', '.convShortcut'),
                (r'^head$', 'fc')),
     'rd_vgg': ((r'^block(\d+)_conv(\d+)$', lambda m: f'block{m[1]}.{3 * int(m[2])}'),
                (r'^block(\d+)_bn(\d+)$', lambda m: f'block{m[1]}.{3 * int(m[2]) + 1}'),
@@ -57,8 +58,10 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
                        (r'^head$', 'classifier.0')),
     'rd_shufflenet': (_BLOCK, (r'^head$', 'linear')),
     'md_mobilenetv1': ((r'^layer0\.conv$', 'model.0.0'), (r'^layer0\.bn$', 'model.0.1'),
-                       (r'^layer(\d+)\.dw_conv$', r'model.\1.0'), (r'^layer(\d+)\.dw_bn$', r'model.\1.1'),
-                       (r'^layer(\d+)\.pw_conv$', r'model.\1.3'), (r'^layer(\d+)\.pw_bn$', r'model.\1.4'),
+                       (r'^layer(\d+)\.dw_conv$', r'model.\1.0'),
+                       (r'^layer(\d+)\.dw_bn$', r'model.\1.1'),
+                       (r'^layer(\d+)\.pw_conv$', r'model.\1.3'),
+                       (r'^layer(\d+)\.pw_bn$', r'model.\1.4'),
                        (r'^head$', 'fc')),
 }
 _RULES['torchvision_resnet'] = _RULES['rd_resnet']
@@ -106,7 +109,7 @@ def torch_key(fam: str, path: Sequence[str]) -> str:
   return f'{name}.{_LEAF[(collection, leaf)]}'
 
 
-def _head_classes(keys_shapes: dict[str, tuple[int, ...]]) -> int | None:
+def head_classes(keys_shapes: dict[str, tuple[int, ...]]) -> int | None:
   for k in ('fc.weight', 'linear.weight', 'classifier.weight', 'classifier.0.weight'):
     if k in keys_shapes and len(keys_shapes[k]) == 2:
       return int(keys_shapes[k][0])
@@ -141,5 +144,5 @@ def guess(keys_shapes: dict[str, tuple[int, ...]]) -> str:
     fam += ' with blocks per stage ' + str(tuple(len(per_stage[s]) for s in sorted(per_stage)))
   else:
     fam = 'an unknown architecture'
-  classes = _head_classes(keys_shapes)
+  classes = head_classes(keys_shapes)
   return f'{fam}' + (f', {classes} classes' if classes is not None else '')

@@ -168,8 +168,8 @@ def expected_shapes(arch: str, num_classes: int, image_shape=(32, 32, 3), **kwar
   fam = mapping.family(arch)
   model = models.create(arch, num_classes, **kwargs)
   # Keys are matched by name (mapping.torch_key), never by position in the flattened tree.
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)),
-                                             train=False))
+  x = jnp.zeros((1,) + tuple(image_shape))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   out = {}
   for coll in ('params', 'batch_stats'):
     for path, leaf in _flat(shapes.get(coll, {})):
@@ -205,11 +205,13 @@ def to_variables(arch: str, sd: Mapping[str, np.ndarray], num_classes: int,
       lines.append(f'  {len(unused)} checkpoint tensors are unused: {_listing(unused)}')
     if bad:
       lines.append(f'  {len(bad)} shapes differ: {_listing(bad)}')
+    heads = ('fc', 'linear', 'classifier', 'classifier.0')
     head_only = not missing and not unused and all(
-        k.split(':')[0].rsplit('.', 1)[0] in ('fc', 'linear', 'classifier', 'classifier.0') for k in bad)
+        k.split(':')[0].rsplit('.', 1)[0] in heads for k in bad)
     if head_only:
-      lines.append(f'  Likely cause: the class count. The checkpoint has {mapping._head_classes(got)} '
-                   f'classes; pass --num_classes or the matching --dataset.')
+      lines.append(f'  Likely cause: the class count. The checkpoint has '
+                   f'{mapping.head_classes(got)} classes; pass --num_classes or the matching '
+                   '--dataset.')
     else:
       lines.append(f'  Likely cause: wrong --arch. The checkpoint looks like {mapping.guess(got)}.')
     lines.append('  Nothing was written.')

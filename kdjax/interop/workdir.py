@@ -1,8 +1,9 @@
 """A kdjax workdir from given weights (`kdjax import-torch`), and the weights of a workdir.
 
 Synopsis:
-  write_workdir(workdir, arch, dataset, variables, info={})   config.json + checkpoints/ + results.json
-  read_student(workdir) -> (cfg, variables)                    params + batch_stats of the newest checkpoint
+  cfg = config_for(arch, dataset)              the dataset's teacher recipe for arch
+  write_workdir(workdir, cfg, variables, dataset=ds)   config.json + checkpoints/ + results.json
+  read_student(workdir) -> (cfg, variables)    params + batch_stats of the newest checkpoint
 
 The workdir has the layout `kdjax train` writes: `config.json` (the dataset's
 teacher recipe for `arch`), `checkpoints/<step>/` (orbax; the full train state:
