@@ -275,3 +275,12 @@ def test_training_never_imports_torch():
   code = ('import sys; import kdjax.main, kdjax.train.loop, kdjax.interop.api; '
           'assert "torch" not in sys.modules, "torch imported"')
   subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ})
+
+
+def test_pickled_objects_need_trust_checkpoint(tmp_path):
+  import argparse
+  path = str(tmp_path / 'ckpt.pth')
+  torch.save({'model': _tiny_sd(), 'opt': argparse.Namespace(lr=0.05)}, path)
+  with pytest.raises(ValueError, match='--trust_checkpoint'):
+    torch_io.load_state_dict(path)
+  assert list(torch_io.load_state_dict(path, trust=True)) == ['conv1.weight', 'bn1.weight']
