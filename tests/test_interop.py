@@ -284,3 +284,18 @@ def test_pickled_objects_need_trust_checkpoint(tmp_path):
   with pytest.raises(ValueError, match='--trust_checkpoint'):
     torch_io.load_state_dict(path)
   assert list(torch_io.load_state_dict(path, trust=True)) == ['conv1.weight', 'bn1.weight']
+
+
+def test_parity_detects_blocks_swapped_with_matching_shapes():
+  # What a mapping by position in JAX's sorted tree would do: blocks of equal shapes trade places.
+  net = randomize(build('resnet14', 10))
+  sd = torch_io.unwrap(net.state_dict())
+  swapped = {k.replace('layer1.0.', 'layer1.X.').replace('layer1.1.', 'layer1.0.')
+             .replace('layer1.X.', 'layer1.1.'): v for k, v in sd.items()}
+  x = np.random.RandomState(1).randn(2, 16, 16, 3).astype(np.float32)
+  model = models.create('resnet14', 10)
+  good = np.asarray(model.apply(torch_io.to_variables('resnet14', sd, 10, (16, 16, 3)), x)[0])
+  bad = np.asarray(model.apply(torch_io.to_variables('resnet14', swapped, 10, (16, 16, 3)), x)[0])
+  with torch.no_grad():
+    ref = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))[0].numpy()
+  assert _rel(ref, good) < 1e-4 and _rel(ref, bad) > 1e-2
