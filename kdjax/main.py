@@ -3,6 +3,8 @@
   kdjax train --config configs/rd_cifar100.py:method=kd,teacher=resnet32x4,student=resnet8x4 --workdir DIR [--config.x=y ...]
   kdjax eval --workdir DIR
   kdjax export --workdir DIR --output student.msgpack   the student alone (aux modules dropped)
+  kdjax export --workdir DIR --output student.pth --format torch   a PyTorch state_dict
+  kdjax import-torch --arch resnet32x4 --checkpoint FILE.pth --dataset cifar100 --workdir DIR
   kdjax report DIR [DIR ...] [--best] [--error] [--format markdown|csv|latex] [--params]
                                        paper-layout table: methods x pairs, mean +- std over seeds
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
@@ -62,8 +64,21 @@ def cmd_eval(args, overrides):
 
 
 def cmd_export(args, overrides):
+  if args.format == 'torch':
+    from kdjax.interop import api as interop
+    print(json.dumps(interop.export_torch(args.workdir, args.output), indent=2))
+    return 0
   from kdjax.train import export_student
   print(json.dumps(export_student(args.workdir, args.output), indent=2))
+  return 0
+
+
+def cmd_import_torch(args, overrides):
+  from kdjax.interop import api as interop
+  res = interop.import_torch(args.arch, args.checkpoint, args.dataset, args.workdir,
+                             num_classes=args.num_classes, prefix=args.prefix,
+                             trust=args.trust_checkpoint)
+  print(json.dumps(res, indent=2, default=float))
   return 0
 
 
@@ -130,6 +145,21 @@ def run(argv=None) -> int:
   p = sub.add_parser('export', help='write the student (no auxiliary modules) to a msgpack file')
   p.add_argument('--workdir', required=True)
   p.add_argument('--output', required=True)
+  p.add_argument('--format', choices=('flax', 'torch'), default='flax',
+                 help='flax: msgpack of params + batch_stats (default); torch: a state_dict that '
+                      'loads with strict=True into the PyTorch reference of the architecture')
+  p = sub.add_parser('import-torch', help='a PyTorch checkpoint as a kdjax workdir (a teacher)')
+  p.add_argument('--arch', required=True, help='kdjax architecture name, e.g. resnet32x4')
+  p.add_argument('--checkpoint', required=True, help='.pth file: a state_dict or {"model": ...}')
+  p.add_argument('--dataset', required=True, help='dataset the network was trained on')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--num_classes', type=int, default=None,
+                 help='classifier outputs (default: the dataset\'s class count)')
+  p.add_argument('--prefix', default='',
+                 help='keep only keys with this prefix, stripped (e.g. student. for a distiller)')
+  p.add_argument('--trust_checkpoint', action='store_true',
+                 help='load pickled objects too (torch.load weights_only=False); trusted '
+                      'files only')
   p = sub.add_parser('report', help='paper-layout table: mean +- std over seeds per method and pair')
   p.add_argument('workdirs', nargs='+')
   p.add_argument('--best', action='store_true', help='best-epoch top-1 (default: last epoch)')
@@ -151,14 +181,14 @@ def run(argv=None) -> int:
   p.add_argument('action', choices=('list', 'show'))
   p.add_argument('target', nargs='?', default='', help='MODULE (list) or MODULE:ARG (show)')
   args = parser.parse_args(rest)
-  if overrides and args.cmd in ('eval', 'export', 'report', 'methods'):
+  if overrides and args.cmd in ('eval', 'export', 'import-torch', 'report', 'methods'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
-         'bench': cmd_bench,
+         'bench': cmd_bench, 'import-torch': cmd_import_torch,
          'quickstart': cmd_quickstart, 'methods': cmd_methods, 'config': cmd_config}[args.cmd]
   try:
     return cmd(args, overrides)
-  except (KeyError, ValueError, FileNotFoundError) as e:
+  except (KeyError, ValueError, FileNotFoundError, FileExistsError) as e:
     # User errors: one clear line, no traceback (KDJAX_DEBUG=1 shows it).
     if os.environ.get('KDJAX_DEBUG'):
       raise
