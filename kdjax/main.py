@@ -7,6 +7,7 @@
   kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
   kdjax methods                        list the registered distillation methods
+  kdjax analyze <what> WORKDIR [...]   transferability, CKA, NMI, t-SNE, LRP, ... (JSON + figures)
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def cmd_quickstart(args, overrides):
   return 0
 
 
+def cmd_analyze(args, overrides):
+  from kdjax.analysis import cli
+  return cli.run(args)
+
+
 def cmd_methods(args, overrides):
   from kdjax.distill import hyperparameters, registered_methods
   if args.markdown:
@@ -127,14 +133,17 @@ def run(argv=None) -> int:
                  help='teacher architecture when the config has no trained teacher (random init)')
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
+  p = sub.add_parser('analyze', help='analyses of trained runs (kdjax/analysis): JSON, PNG, PDF')
+  from kdjax.analysis import cli as analysis_cli
+  analysis_cli.add_arguments(p)
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
   args = parser.parse_args(rest)
-  if overrides and args.cmd in ('eval', 'export', 'report', 'methods'):
+  if overrides and args.cmd in ('eval', 'export', 'report', 'methods', 'analyze'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
          'bench': cmd_bench,
-         'quickstart': cmd_quickstart, 'methods': cmd_methods}[args.cmd]
+         'quickstart': cmd_quickstart, 'methods': cmd_methods, 'analyze': cmd_analyze}[args.cmd]
   try:
     return cmd(args, overrides)
   except (KeyError, ValueError, FileNotFoundError) as e:
