@@ -262,3 +262,61 @@ def test_curves_from_metrics_jsonl(tmp_path):
   assert c['test']['error'] == pytest.approx([0.4, 0.2]) and c['test']['loss'] == [1.5, 0.9]
   with pytest.raises(FileNotFoundError, match='metrics.jsonl'):
     curves.read(str(tmp_path / 'nope'))
+
+
+# ---------------------------------------------------------------- LRP
+
+def randomized_bn(net, seed=0, zero_bias=False):
+  """Random BN statistics / affine params so folding is exercised; zero_bias makes every folded bias 0."""
+  r = np.random.default_rng(seed)
+
+  def fix(path, a):
+    name = jax.tree_util.keystr(path)
+    if "'mean'" in name:
+      return jnp.zeros_like(a) if zero_bias else jnp.asarray(0.1 * r.normal(size=a.shape), a.dtype)
+    if "'var'" in name:
+      return jnp.asarray(r.uniform(0.5, 2.0, a.shape), a.dtype)
+    if "'scale'" in name:
+      return jnp.asarray(r.uniform(0.5, 1.5, a.shape), a.dtype)
+    if "'bias'" in name:
+      return jnp.zeros_like(a) if zero_bias else jnp.asarray(0.1 * r.normal(size=a.shape), a.dtype)
+    return a
+  v = jax.tree_util.tree_map_with_path(fix, net.variables)
+  return runs.Net(net.label, net.arch, net.model, v, net.mean, net.std)
+
+
+def test_lrp_folded_forward_and_conservation():
+  from kdjax.analysis import lrp
+  x, _ = images(4)
+  net = randomized_bn(tiny_net(0))
+  xn = net.normalize(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(lrp.folded_forward(net.model, net.variables, xn)),
+                             np.asarray(net(x)[0]), rtol=1e-4, atol=1e-4)
+  # Without biases the epsilon rule (eps -> 0) conserves relevance at every layer:
+  # logit, pooled, last_map, the 3 block inputs of resnet8, the input.
+  nb = randomized_bn(tiny_net(0), zero_bias=True)
+  target = np.array([1, 2, 3, 4])
+  maps, sums = lrp.lrp(nb, x, target, eps=1e-9, return_sums=True)
+  logit = np.asarray(nb(x)[0])[np.arange(4), target]
+  assert sums.shape == (4, 1 + 1 + 1 + 3 + 1) and maps.shape == (4, 8, 8)
+  np.testing.assert_allclose(sums, np.broadcast_to(logit[:, None], sums.shape), rtol=2e-3, atol=1e-4)
+  np.testing.assert_allclose(maps.sum((1, 2)), logit, rtol=2e-3, atol=1e-4)
+  # Relevance is linear in the last_map relevance: two channel halves add up to the whole.
+  perm = np.random.default_rng(0).permutation(64)
+  a = lrp.lrp(net, x, target, channels=perm[:32])
+  b = lrp.lrp(net, x, target, channels=perm[32:])
+  np.testing.assert_allclose(a + b, lrp.lrp(net, x, target), rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_x_input_matches_jacobian():
+  # The map of class c is sum over channels of x * df_c/dx at x (from the full Jacobian).
+  net = small_net(0)
+  x, _ = images(2)
+  w = np.asarray(jax.jacobian(lambda z: net(z[None])[0][0])(jnp.asarray(x[0])))  # [10, 8, 8, 1]
+  got = lrp_mod().gradient_x_input(net, x[:1], np.array([3]))
+  np.testing.assert_allclose(got[0], (x[0] * w[3]).sum(-1), rtol=1e-5, atol=1e-6)
+
+
+def lrp_mod():
+  from kdjax.analysis import lrp
+  return lrp

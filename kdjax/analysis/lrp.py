@@ -25,6 +25,7 @@ those last_map channels only and propagates it to the input.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -81,6 +82,7 @@ def _layers(model, variables):
   return stem, blocks, (p['head']['kernel'], p['head']['bias'])
 
 
+@functools.partial(jax.jit, static_argnames=('model',))
 def folded_forward(model, variables, xn):
   """Logits of the BN-folded network on normalised input (equals model.apply in eval mode)."""
   stem, blocks, (wh, bh) = _layers(model, variables)
@@ -95,7 +97,8 @@ def folded_forward(model, variables, xn):
   return jnp.mean(h, (1, 2)) @ wh + bh
 
 
-def _lrp(model, variables, xn, target, eps, channels):
+@functools.partial(jax.jit, static_argnames=('model', 'eps'))
+def _lrp(model, variables, xn, target, eps, mask):
   stem, blocks, (wh, bh) = _layers(model, variables)
   acts = [xn]
   h = jax.nn.relu(_conv(xn, *stem))
@@ -118,8 +121,7 @@ def _lrp(model, variables, xn, target, eps, channels):
   r = _eps_rule(lambda a: a @ wh + bh, pooled, r, eps)
   sums.append(r.sum(-1))
   r = _eps_rule(lambda a: jnp.mean(a, (1, 2)), h, r, eps)
-  if channels is not None:
-    r = r * jnp.zeros(r.shape[-1]).at[jnp.asarray(channels)].set(1.0)
+  r = r * mask  # 1 on the last_map channels whose relevance is propagated
   sums.append(r.sum((1, 2, 3)))
   for (branch, short), (ins, y, sc) in zip(blocks[::-1], saved[::-1]):
     z = _stab(y + sc, eps)
@@ -151,9 +153,12 @@ def lrp(net, x01, target=None, *, eps: float = 1e-6, channels: Sequence[int] | N
   xn = net.normalize(jnp.asarray(x01))
   if target is None:
     target = folded_forward(net.model, net.variables, xn).argmax(-1)
-  ch = None if channels is None else tuple(int(c) for c in channels)
-  fn = jax.jit(lambda v, xn, t: _lrp(net.model, v, xn, t, eps, ch))
-  r, sums = fn(net.variables, xn, jnp.asarray(target))
+  c = net.variables['params']['head']['kernel'].shape[0]
+  mask = np.ones(c, np.float32)
+  if channels is not None:
+    mask = np.zeros(c, np.float32)
+    mask[np.asarray(channels, np.int64)] = 1.0
+  r, sums = _lrp(net.model, net.variables, xn, jnp.asarray(target), float(eps), jnp.asarray(mask))
   maps = np.asarray(r.sum(-1))
   return (maps, np.asarray(sums)) if return_sums else maps
 
