@@ -68,6 +68,7 @@ def test_cli_all_analyses_on_tiny_resnets(tmp_path, monkeypatch):
   monkeypatch.setattr(runs, 'load_many', lambda workdirs: (nets, ds))
   workdir = tmp_path / 'run'
   workdir.mkdir()
+  (workdir / 'config.json').write_text('{}')
   (workdir / 'metrics.jsonl').write_text('{"step": 5, "kind": "train", "loss/ce": 2.0, "train_accuracy": 0.2}\n'
                                         '{"step": 10, "kind": "eval", "epoch": 1.0, "top1": 0.3, "loss": 1.9}\n')
   p = argparse.ArgumentParser()
@@ -84,3 +85,15 @@ def test_cli_all_analyses_on_tiny_resnets(tmp_path, monkeypatch):
   _check_figures(figs)
   index = open(os.path.join(out, 'index.md')).read()
   assert index.count('![') == len(figs) // 2
+
+
+def test_bad_arguments_fail_before_loading(tmp_path):
+  p = argparse.ArgumentParser()
+  cli.add_arguments(p)
+  with pytest.raises(FileNotFoundError, match='not a kdjax workdir'):
+    cli.run(p.parse_args(['transfer', str(tmp_path)]))
+  (tmp_path / 'config.json').write_text('{}')
+  with pytest.raises(ValueError, match='eps'):
+    cli.run(p.parse_args(['transfer', str(tmp_path), '--eps', '2']))
+  with pytest.raises(ValueError, match='--sigmas'):
+    cli.run(p.parse_args(['noise', str(tmp_path), '--sigmas', '0,a']))

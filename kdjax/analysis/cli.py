@@ -29,21 +29,44 @@ ANALYSES = ('transfer', 'cka', 'active', 'sharpness', 'noise', 'clusters', 'tsne
 
 def add_arguments(p):
   p.add_argument('what', choices=ANALYSES + ('all',))
-  p.add_argument('workdirs', nargs='+')
+  p.add_argument('workdirs', nargs='+', help='kdjax workdirs; the first is the reference (teacher)')
   p.add_argument('--out', default='analysis', help='output directory (JSON, PNG, PDF, index.md)')
   p.add_argument('--num_examples', type=int, default=0, help='test images used (0 = all)')
-  p.add_argument('--batch_size', type=int, default=500)
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--eps', type=float, default=0.031)
-  p.add_argument('--step', type=float, default=0.003)
-  p.add_argument('--iters', type=int, default=20)
-  p.add_argument('--cka_examples', type=int, default=1000, help='test images for CKA / active / t-SNE')
-  p.add_argument('--noise_scales', default='0,0.002,0.005,0.01,0.02,0.03')
-  p.add_argument('--filter_normalized', action='store_true')
-  p.add_argument('--draws', type=int, default=3)
-  p.add_argument('--sigmas', default='0,0.05,0.1,0.2,0.3,0.5')
-  p.add_argument('--probe_data', default='cifar10')
-  p.add_argument('--probe_steps', type=int, default=2000)
+  p.add_argument('--batch_size', type=int, default=500, help='images per jitted call')
+  p.add_argument('--seed', type=int, default=0, help='k-means, t-SNE and probe seed')
+  p.add_argument('--eps', type=float, default=0.031, help='attack radius (pixels in [0, 1])')
+  p.add_argument('--step', type=float, default=0.003, help='PGD step size')
+  p.add_argument('--iters', type=int, default=20, help='PGD iterations')
+  p.add_argument('--cka_examples', type=int, default=1000,
+                 help='test images for CKA, active neurons and t-SNE (O(N^2) memory)')
+  p.add_argument('--noise_scales', default='0,0.002,0.005,0.01,0.02,0.03',
+                 help='sharpness: std of the Gaussian parameter noise')
+  p.add_argument('--filter_normalized', action='store_true',
+                 help='sharpness: filter-normalised noise (Li et al. 2018) instead of the paper\'s plain noise')
+  p.add_argument('--draws', type=int, default=3, help='sharpness: noise draws per scale')
+  p.add_argument('--sigmas', default='0,0.05,0.1,0.2,0.3,0.5', help='input-noise std (pixels in [0, 1])')
+  p.add_argument('--probe_data', default='cifar10', help='probe: the dataset of the linear classifier')
+  p.add_argument('--probe_steps', type=int, default=2000, help='probe: Adam steps (batch 256)')
+
+
+def check_args(args):
+  """Every user error before any data is read or anything compiles."""
+  for w in args.workdirs:
+    if not os.path.exists(os.path.join(w, 'config.json')):
+      raise FileNotFoundError(f'{w!r} is not a kdjax workdir (no config.json); pass the --workdir '
+                              'of `kdjax train` runs.')
+  if not 0 < args.eps <= 1 or args.step <= 0 or args.iters < 1:
+    raise ValueError(f'need 0 < eps <= 1, step > 0, iters >= 1; got eps={args.eps}, '
+                     f'step={args.step}, iters={args.iters}.')
+  if args.num_examples < 0 or args.cka_examples < 3 or args.batch_size < 1 or args.draws < 1:
+    raise ValueError('need num_examples >= 0, cka_examples >= 3, batch_size >= 1, draws >= 1.')
+  for name in ('noise_scales', 'sigmas'):
+    try:
+      vals = _floats(getattr(args, name))
+    except ValueError:
+      raise ValueError(f'--{name} must be comma-separated numbers, got {getattr(args, name)!r}.') from None
+    if not vals or min(vals) < 0:
+      raise ValueError(f'--{name} must be non-negative numbers, got {getattr(args, name)!r}.')
 
 
 def _floats(s):
@@ -125,11 +148,12 @@ def active(nets, ds, args):
       res[n.label] = f'skipped: {n.arch} has no forward_from'
       continue
     r = {}
-    for k in range(1, len(n.model.stage_sizes if hasattr(n.model, 'stage_sizes') else (0, 0, 0)) + 1):
+    num_stages = len(n.model.stage_sizes) if hasattr(n.model, 'stage_sizes') else 3  # WRN: 3 groups
+    for k in range(1, num_stages + 1):
       g = runs.batched(lambda xb, yb: sensitivity.feature_loss_grads(n, xb, yb, k), x, y,
                        batch_size=args.batch_size)
       r[f'stage{k}'] = sensitivity.active_neurons(g.reshape(len(g), -1))[0]
-      if n.ie and k == len(n.model.stage_sizes) and n.ie.feature == 'last_map':
+      if n.ie and k == num_stages and n.ie.feature == 'last_map':
         inh, exp = (a.reshape(len(g), -1) for a in n.ie.parts(g))
         r['inheritance'] = sensitivity.active_neurons(inh)[0]
         r['exploration'] = sensitivity.active_neurons(exp)[0]
@@ -262,6 +286,7 @@ def probe(nets, ds, args):
 
 def run(args) -> int:
   from kdjax.analysis import runs
+  check_args(args)
   what = ANALYSES[:-1] if args.what == 'all' else (args.what,)
   nets = ds = None
   report = []
