@@ -12,6 +12,7 @@
   kdjax methods                        list the registered distillation methods
   kdjax config list [MODULE]           the cells of a per-paper config module, with launch commands
   kdjax config show MODULE:ARG         the resolved config of one cell (JSON)
+  kdjax analyze <what> WORKDIR [...]   transferability, CKA, NMI, t-SNE, LRP, ... (JSON + figures)
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def cmd_quickstart(args, overrides):
   return 0
 
 
+def cmd_analyze(args, overrides):
+  from kdjax.analysis import cli
+  return cli.run(args)
+
+
 def cmd_methods(args, overrides):
   from kdjax.distill import hyperparameters, registered_methods
   if args.markdown:
@@ -175,17 +181,20 @@ def run(argv=None) -> int:
                  help='teacher architecture when the config has no trained teacher (random init)')
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
+  p = sub.add_parser('analyze', help='analyses of trained runs (kdjax/analysis): JSON, PNG, PDF')
+  from kdjax.analysis import cli as analysis_cli
+  analysis_cli.add_arguments(p)
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
   p = sub.add_parser('config', help='list the cells of a config module, or show one resolved')
   p.add_argument('action', choices=('list', 'show'))
   p.add_argument('target', nargs='?', default='', help='MODULE (list) or MODULE:ARG (show)')
   args = parser.parse_args(rest)
-  if overrides and args.cmd in ('eval', 'export', 'import-torch', 'report', 'methods'):
+  if overrides and args.cmd in ('eval', 'export', 'import-torch', 'report', 'methods', 'analyze'):
     parser.error(f'{args.cmd} takes no --config.* overrides')
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
-         'bench': cmd_bench, 'import-torch': cmd_import_torch,
-         'quickstart': cmd_quickstart, 'methods': cmd_methods, 'config': cmd_config}[args.cmd]
+         'bench': cmd_bench, 'import-torch': cmd_import_torch, 'quickstart': cmd_quickstart,
+         'methods': cmd_methods, 'config': cmd_config, 'analyze': cmd_analyze}[args.cmd]
   try:
     return cmd(args, overrides)
   except (KeyError, ValueError, FileNotFoundError, FileExistsError) as e:
