@@ -169,12 +169,23 @@ def _check_spec(name, model, var, feats, n_stages):
   assert not any(p.startswith('head/') for p in prev)
   with pytest.raises(ValueError, match='stage must be in'):
     spec.params_up_to(n_stages + 1)
-  if spec.num_blocks:
-    x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
-    jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks,))), var, x)
-    with pytest.raises(ValueError, match=f'shape \\({spec.num_blocks},\\)'):
-      jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks + 1,))),
-                     var, x)
+  # num_blocks = the residual blocks in the parameter tree (layerK_i / blockK_i).
+  blocks = {p.split('/')[0] for p in paths if re.fullmatch(r'(layer|block)\d+_\d+', p.split('/')[0])}
+  assert spec.num_blocks == (len(blocks) if hasattr(model, 'num_blocks') else 0)
+  assert hash(spec) == hash(model.spec()) and spec == model.spec()
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'resnet8x4', 'wrn_10_2', 'resnet10_cifar',
+                                  'resnet50_cifar', 'resnet18'])
+def test_spec_num_blocks_is_the_accepted_branch_scale_length(name):
+  model = models.create(name, 10)
+  spec = model.spec()
+  x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+  var = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks,))), var, x)
+  with pytest.raises(ValueError, match=f'shape \\({spec.num_blocks},\\)'):
+    jax.eval_shape(lambda v, x: model.apply(v, x, branch_scale=jnp.ones((spec.num_blocks + 1,))),
+                   var, x)
 
 
 def _stage_grads(name, size=16, num_classes=10):

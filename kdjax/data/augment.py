@@ -2,6 +2,8 @@
 
 Synopsis:
   images, labels, idx = gather_batch(data_images, data_labels, epoch_key, step_in_epoch, 128)
+  images, labels, idx, mask = gather_batch_masked(...)   # keeps the last partial batch
+  steps_per_epoch(50000, 64, drop_remainder=False)        # 782 (781 when dropping)
   x = random_crop_flip(key, images, pad=4, flip=True, pad_mode='reflect')  # float32, 0..255
   x = normalize(x, mean, std)                                              # (x/255 - mean)/std
 
