@@ -377,7 +377,7 @@ class SRRLTest(absltest.TestCase):
     zt = rng.normal(size=(3, 5)).astype(np.float32)
     y = np.array([0, 4, 2])
     np.testing.assert_allclose(srrl_lib.feature_matching(vs, vt), np.mean((vs - vt) ** 2), rtol=1e-6)
-    z = srrl_lib.teacher_head(vs, w, b)
+    z = srrl_lib.apply_teacher_head(vs, w, b)
     np.testing.assert_allclose(z, vs @ w + b, rtol=1e-5)
     np.testing.assert_allclose(srrl_lib.softmax_regression(z, zt), np.mean((vs @ w + b - zt) ** 2),
                                rtol=1e-5)

@@ -83,7 +83,7 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
       parameters that match none of them are frozen (zero update, no decay).
     no_decay_prefixes: path prefixes exempt from weight decay.
     update_groups: regexes defining parameter groups that the step updates
-      one after another (declared by terms, see `step.update_groups`); each
+      one after another (declared by terms, see `update_groups`); each
       gets its own optimizer state. Parameters in no group are frozen. One
       group or none: the plain update.
   """
@@ -112,7 +112,8 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
     txs = {name: sgd for name in (f'group{i}' for i in range(len(update_groups)))}
     return optax.multi_transform({**txs, 'freeze': optax.set_to_zero()}, labels)
   # One group (or none) is the plain update; parameters outside a declared group stay frozen.
-  in_group = (lambda k: group_of(k, update_groups) is not None) if update_groups else (lambda k: True)
+  def in_group(k):
+    return not update_groups or group_of(k, update_groups) is not None
   labels = label_tree(params, lambda k: 'train' if is_trainable(k) and in_group(k) else 'freeze')
   return optax.multi_transform({'train': sgd, 'freeze': optax.set_to_zero()}, labels)
 

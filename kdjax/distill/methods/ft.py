@@ -50,7 +50,8 @@ def ft_factor_official(factor_s: Array, factor_t: Array) -> Array:
   s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
   chex.assert_equal_shape([s, t])
   n = s.shape[0]
-  return jnp.mean(jnp.abs(losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))))
+  d = losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))
+  return jnp.mean(jnp.abs(d))
 
 
 def ft_reconstruction(rec: Array, target: Array, kind: str = 'mse') -> Array:

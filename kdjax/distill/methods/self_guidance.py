@@ -105,7 +105,7 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
                         temperature: float = 3.0, stop_teacher: bool = False,
                         kl_direction: str = 'teacher_student', student_ce: bool = True,
                         final_survival_prob: float = 0.5) -> Term:
-  """Sub-network (stochastic depth, p_L 0.5) distilled from the expected network (lam 0.25, tau 3)."""
+  """Stochastic-depth sub-network (p_L 0.5) distilled from the expected network (lam 0.25, tau 3)."""
   if 'logits' not in info.student_shapes:
     raise ValueError('self_guidance: the student has no "logits" feature.')
   if not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -120,7 +120,8 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
   def loss(ctx: Context):
     if ctx.survival is None or ctx.apply_student is None:
       raise ValueError('self_guidance: the Context lacks the survival probabilities or '
-                       'apply_student this term declares (Term.needs); run it through the train step.')
+                       'apply_student this term declares (Term.needs); run it through the '
+                       'train step.')
     full_logits, _ = ctx.apply_student(ctx.images, branch_scale=ctx.survival)
     return self_guidance(ctx.student['logits'], full_logits, ctx.labels, lam=lam,
                            temperature=temperature, stop_teacher=stop_teacher,
