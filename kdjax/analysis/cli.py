@@ -114,8 +114,10 @@ def cka(nets, ds, args):
     res[f'{kind}_pooled'] = m.tolist()
     figs += plots.save(plots.heatmap(m, lab, lab, vmin=0, vmax=1, title=f'{kind} CKA of pooled features',
                                      xlabel='net', ylabel='net'), args.out, f'cka_{kind}_pooled')
-  layers = lambda f: {k: f[k] for k in f if k in ('stem', 'pooled', 'logits') or
-                      (k.startswith('stage') and not k.endswith('preact'))}
+  def layers(f):  # input to output: stem, stage1..S, pooled, logits
+    order = ['stem'] + sorted(k for k in f if k.startswith('stage') and not k.endswith('preact')) + [
+        'pooled', 'logits']
+    return {k: f[k] for k in order if k in f}
   res['layerwise'] = {}
   for j in range(1, len(nets)):
     la, lb = layers(feats[0]), layers(feats[j])
