@@ -293,7 +293,7 @@ def run(args) -> int:
   nets = ds = None
   report = []
   for w in what:
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     if w == 'curves':
       res, figs = curves(args.workdirs, args)
     else:
@@ -301,7 +301,7 @@ def run(args) -> int:
         nets, ds = runs.load_many(args.workdirs)
       res, figs = globals()[w](nets, ds, args)
     sec = time.time() - t0
-    res = {'seconds': sec, **res} if isinstance(res, dict) else res
+    res = {'seconds': sec, 'cpu_seconds': time.process_time() - c0, **res}
     _write(args.out, w, res)
     report.append((w, sec, [f for f in figs if f.endswith('.png')]))
     print(f'{w}: {sec:.1f} s -> {args.out}/{w}.json' + ''.join(f', {os.path.basename(f)}' for f in figs), flush=True)
