@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax.distill import hyperparameters
-from kdjax.losses import ie_kd as ie_lib
+from kdjax.distill.methods import ie_kd as ie_lib
 
 _IE_METHODS = ('ie_kd', 'ie_ft', 'ie_at', 'ie_od', 'ie_dml')
 
