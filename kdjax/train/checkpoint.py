@@ -164,8 +164,11 @@ def restore_exported(directory: str, abstract_state: Any | None = None) -> tuple
   Without `abstract_state` the arrays come back as numpy/jax arrays on the
   default device, which is what a frozen teacher needs.
   """
+  todo = (f'The run in {os.path.dirname(os.path.abspath(directory))} has not saved a checkpoint '
+          f'yet: train it to the end (kdjax train ... --workdir <that run>) or wait for its first '
+          f'checkpoint.')
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f'no checkpoint directory {directory!r}.')
+    raise FileNotFoundError(f'no checkpoint directory {directory!r}. {todo}')
   mngr = ocp.CheckpointManager(os.path.abspath(directory),
                                options=ocp.CheckpointManagerOptions(create=False))
   errors = []
@@ -177,7 +180,7 @@ def restore_exported(directory: str, abstract_state: Any | None = None) -> tuple
       errors.append(f'{step}: {type(e).__name__}: {str(e)[:200]}')
       print(f'WARNING: checkpoint {step} in {directory} is unreadable; trying the previous one.', flush=True)
   raise CheckpointError(f'no readable checkpoint in {directory!r}'
-                        + (f' (tried: {"; ".join(errors)})' if errors else ' (it holds none).'))
+                        + (f' (tried: {"; ".join(errors)})' if errors else f' (it holds none). {todo}'))
 
 
 def tree_hash(tree: Any) -> str:
