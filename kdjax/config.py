@@ -34,6 +34,7 @@ def base_config() -> ConfigDict:
   c.log_every_steps = 50
   c.eval_batch_size = 512
   c.progress_bar = True
+  c.steps_per_dispatch = 1  # in-memory data: k train steps per dispatch (one lax.scan)
 
   c.data = ConfigDict(dict(
       name='digits',
