@@ -254,8 +254,17 @@ class Totals:
       return {k: 0.0 for k in self.FIELDS}
     return {k: float(entry.get(k, 0.0)) for k in self.FIELDS}
 
-  def record(self, step: int, totals: dict[str, float]) -> None:
+  def partial_epoch(self, step: int) -> tuple[dict[str, float], int]:
+    """(metric sums, step count) of the epoch in progress at `step`, for exact epoch means."""
+    entry = self.by_step.get(str(int(step))) or {}
+    return dict(entry.get('epoch_sums', {})), int(entry.get('epoch_count', 0))
+
+  def record(self, step: int, totals: dict[str, float], epoch_sums: dict[str, float] | None = None,
+             epoch_count: int = 0) -> None:
     self.by_step = {k: v for k, v in self.by_step.items() if int(k) < step}
-    self.by_step[str(int(step))] = {k: float(totals[k]) for k in self.FIELDS}
+    entry = {k: float(totals[k]) for k in self.FIELDS}
+    if epoch_count:
+      entry.update(epoch_sums=dict(epoch_sums), epoch_count=int(epoch_count))
+    self.by_step[str(int(step))] = entry
     if self.enabled:
       write_atomic(self.path, json.dumps({'by_step': self.by_step}, indent=1))
