@@ -314,3 +314,17 @@ def test_totals_restart_from_the_restored_step(tmp_path):
   t.record(44, {'wall_time_sec': 25.0, 'train_time_sec': 8.5, 'train_images': 2816})
   assert sorted(json.load(open(tmp_path / 'totals.json'))['by_step']) == ['22', '44']
   assert t.at(0) == {'wall_time_sec': 0.0, 'train_time_sec': 0.0, 'train_images': 0.0}
+
+
+def test_all_unreadable_are_moved_only_when_they_belong_to_this_run(tmp_path):
+  d = str(tmp_path / 'checkpoints')
+  _saved(d, [10])
+  for root, _, files in os.walk(os.path.join(d, '10', 'default')):
+    for f in files:
+      open(os.path.join(root, f), 'w').close()
+  ck = ckpt_lib.Checkpointer(d, repair=True)
+  assert ck.restore_latest(_abstract()) is None and ck.steps() == [10]  # e.g. another model
+  assert ck.restore_latest(_abstract(), all_unreadable_aside=True) is None and ck.steps() == []
+  ck.save(10, _tree(10))  # a scratch run can save that step again
+  ck.close()
+  assert ckpt_lib.Checkpointer(d).restore_latest(_abstract())[0] == 10

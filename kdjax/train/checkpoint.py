@@ -124,8 +124,14 @@ class Checkpointer:
       raise self._save_error(step, nbytes, e) from None
     self._pending = (int(step), nbytes)
 
-  def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
-    """Restore the newest readable checkpoint onto `abstract_state`'s shardings."""
+  def restore_latest(self, abstract_state: Any, all_unreadable_aside: bool = False
+                     ) -> tuple[int, Any] | None:
+    """Restore the newest readable checkpoint onto `abstract_state`'s shardings.
+
+    With `repair`, unreadable checkpoints newer than the restored one are moved
+    aside; if none is readable they are moved only with `all_unreadable_aside`
+    (the caller knows they belong to this run's config).
+    """
     self.manager.wait_until_finished()
     unreadable, result = [], None
     for step in reversed(self.steps()):
@@ -139,9 +145,7 @@ class Checkpointer:
         print(f'WARNING: checkpoint {step} is unreadable ({type(e).__name__}); '
               f'falling back to the previous one.', flush=True)
         unreadable.append(step)
-    if self.repair and unreadable and result is not None:
-      # Only when an older one restored: if none does, the whole folder may
-      # belong to another model and is left alone.
+    if self.repair and unreadable and (result is not None or all_unreadable_aside):
       for step in unreadable:
         self._move_aside(str(step), 'unreadable')
       self.manager.reload()

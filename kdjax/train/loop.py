@@ -47,7 +47,7 @@ def _tx_for_stage(setup, stage_idx, params):
   return tx, schedule
 
 
-def _restore(setup, ckpt, variables):
+def _restore(setup, ckpt, variables, all_unreadable_aside: bool = False):
   """(step, state) from the newest readable checkpoint, or None.
 
   The abstract target carries the optimizer state of the stage that runs the
@@ -61,7 +61,7 @@ def _restore(setup, ckpt, variables):
   tx, _ = _tx_for_stage(setup, setup.stage_of(steps[-1]), variables['params'])
   abstract = jax.eval_shape(lambda v: {**v, 'opt': tx.init(v['params'])}, variables)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
-  return ckpt.restore_latest(abstract)
+  return ckpt.restore_latest(abstract, all_unreadable_aside)
 
 
 def compile_stage(setup, stage_idx, tx, batch_fn, steps: int = 1):
@@ -268,7 +268,9 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
   # Resume: the abstract state of the stage that runs the checkpoint's step.
   variables = setup_lib.init_variables(setup)
   had_checkpoints = bool(ckpt.steps())
-  restored = _restore(setup, ckpt, variables)
+  # The workdir's config is this run's (checked), so unreadable checkpoints are
+  # corrupt, not another model's, unless the config was allowed to change.
+  restored = _restore(setup, ckpt, variables, all_unreadable_aside=on_config_change != 'continue')
   if restored is None:
     if had_checkpoints and on_config_change == 'continue':
       raise ValueError(f'no checkpoint in {workdir} fits the new config (the model or its '
