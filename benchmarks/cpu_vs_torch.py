@@ -26,9 +26,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = ''):
+class NotAvailable(Exception):
+  pass
+
+
+def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1):
+  """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant."""
   from kdjax import bench
-  from kdjax.train import setup as setup_lib  # noqa: F401  (imports before the config)
   import importlib.util
   path = os.path.join(os.path.dirname(HERE), 'configs', 'cifar100', 'kd_resnet32x4_resnet8x4.py')
   spec = importlib.util.spec_from_file_location('kd_cfg', path)
@@ -39,12 +43,17 @@ def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = ''):
     cfg.optim.batch_size = batch
     cfg.teacher.checkpoint = ''
     cfg.teacher.arch = 'resnet32x4'
-    if steps_per_dispatch > 1:
-      cfg.steps_per_dispatch = steps_per_dispatch
-    if dtype:
-      cfg.model.dtype = dtype
+  for key, value, default in (('steps_per_dispatch', steps_per_dispatch, 1), ('num_seeds', seeds, 1)):
+    if value != default:
+      if key not in cfg:
+        raise NotAvailable(f'this kdjax has no config.{key}')
+      cfg[key] = value
+  if dtype:
+    if 'dtype' not in cfg.model:
+      raise NotAvailable('this kdjax has no config.model.dtype (mixed precision)')
+    cfg.model.dtype = dtype
   prep = bench.PreparedStep(cfg)
-  return prep, prep.batch_size * getattr(prep, 'steps_per_call', 1)
+  return prep, prep.batch_size * prep.steps_per_call * seeds
 
 
 def main() -> int:
@@ -56,6 +65,10 @@ def main() -> int:
   ap.add_argument('--compile', action='store_true', help='also time torch.compile of the step')
   ap.add_argument('--no_channels_last', action='store_true')
   ap.add_argument('--torch_threads', type=int, default=0, help='torch.set_num_threads (0: default)')
+  ap.add_argument('--scan', type=int, default=0, help='also kdjax with steps_per_dispatch=K')
+  ap.add_argument('--bf16', action='store_true', help='also kdjax with model.dtype=bfloat16')
+  ap.add_argument('--seeds', type=int, default=0, help='also kdjax with N vmapped seeds')
+  ap.add_argument('--no_torch', action='store_true', help='kdjax variants only')
   a = ap.parse_args()
 
   import jax
@@ -70,10 +83,25 @@ def main() -> int:
   contestants['kdjax'] = (prep, images)
   print(f'kdjax: compiled in {prep.compile_s:.1f} s on {jax.device_count()} x {jax.devices()[0].device_kind}',
         flush=True)
-  variants = [('torch', dict())]
-  if not a.no_channels_last:
+  extra = []
+  if a.scan > 1:
+    extra.append((f'kdjax scan {a.scan}', dict(steps_per_dispatch=a.scan)))
+  if a.bf16:
+    extra.append(('kdjax bf16', dict(dtype='bfloat16')))
+  if a.seeds > 1:
+    extra.append((f'kdjax {a.seeds} seeds', dict(seeds=a.seeds)))
+  for name, kw in extra:
+    try:
+      p, n = kdjax_contestant(a.batch, **kw)
+    except NotAvailable as e:
+      print(f'{name}: not available ({e})', flush=True)
+      continue
+    contestants[name] = (p, n)
+    print(f'{name}: compiled in {p.compile_s:.1f} s', flush=True)
+  variants = [] if a.no_torch else [('torch', dict())]
+  if not a.no_channels_last and not a.no_torch:
     variants.append(('torch channels_last', dict(channels_last=True)))
-  if a.compile:
+  if a.compile and not a.no_torch:
     variants.append(('torch.compile', dict(compile=True)))
   for name, kw in variants:
     step = TorchKDStep(batch=a.batch, device=a.device, **kw)
@@ -100,7 +128,7 @@ def main() -> int:
   for n, v in ips.items():
     print(f'  {n:22s} {v:8.1f} images/s')
   for n, v in ips.items():
-    if n != 'kdjax':
+    if not n.startswith('kdjax'):
       print(f'  ratio kdjax / {n}: {ips["kdjax"] / v:.2f}')
   return 0
 

@@ -35,12 +35,14 @@ def free_port() -> int:
 
 
 def process_env(rank: int, processes: int, port: int, devices: int | None, platform: str | None,
-                base: dict | None = None) -> dict:
+                base: dict | None = None, one_gpu_each: bool = False) -> dict:
   env = dict(os.environ if base is None else base)
   env.update(KDJAX_DISTRIBUTED='1', KDJAX_COORDINATOR=f'localhost:{port}',
              KDJAX_NUM_PROCESSES=str(processes), KDJAX_PROCESS_ID=str(rank))
   if platform:
     env['JAX_PLATFORMS'] = platform
+  if one_gpu_each:  # process i drives GPU i (one process per GPU, as on a multi-node cluster)
+    env['CUDA_VISIBLE_DEVICES'] = str(rank)
   if devices:
     flags = [f for f in env.get('XLA_FLAGS', '').split()
              if not f.startswith('--xla_force_host_platform_device_count')]
@@ -57,7 +59,8 @@ def _pump(stream, prefix, sink):
 
 
 def launch(args: list[str], *, processes: int, devices: int | None = None, platform: str | None = 'cpu',
-           python_script: bool = False, timeout: float | None = None, port: int | None = None) -> int:
+           python_script: bool = False, timeout: float | None = None, port: int | None = None,
+           one_gpu_each: bool = False) -> int:
   """Runs the job; returns the first non-zero exit status (0 if all succeeded)."""
   if processes < 1:
     raise ValueError(f'--processes must be >= 1, got {processes}.')
@@ -65,7 +68,8 @@ def launch(args: list[str], *, processes: int, devices: int | None = None, platf
   cmd = [sys.executable] + (list(args) if python_script else ['-m', 'kdjax.runtime'] + list(args))
   procs, pumps = [], []
   for rank in range(processes):
-    p = subprocess.Popen(cmd, env=process_env(rank, processes, port, devices, platform),
+    p = subprocess.Popen(cmd, env=process_env(rank, processes, port, devices, platform,
+                                                     one_gpu_each=one_gpu_each),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     t = threading.Thread(target=_pump, args=(p.stdout, f'[{rank}] ', sys.stdout), daemon=True)
     t.start()
@@ -97,6 +101,8 @@ def main() -> int:
   parser.add_argument('--devices', '-d', type=int, default=None,
                       help='virtual CPU devices per process (CPU only; GPUs/TPUs are real devices)')
   parser.add_argument('--platform', default='cpu', help="JAX_PLATFORMS for the processes ('' keeps it)")
+  parser.add_argument('--one_gpu_each', action='store_true',
+                      help='process i sees only GPU i (use with --platform cuda)')
   parser.add_argument('--python', action='store_true',
                       help='the arguments after -- are a Python script and its arguments')
   parser.add_argument('--timeout', type=float, default=None, help='seconds before every process is killed')
@@ -106,7 +112,7 @@ def main() -> int:
   if not args:
     parser.error('nothing to run: give kdjax arguments after --, e.g. -- train --config ... --workdir ...')
   return launch(args, processes=a.processes, devices=a.devices, platform=a.platform or None,
-                python_script=a.python, timeout=a.timeout)
+                python_script=a.python, timeout=a.timeout, one_gpu_each=a.one_gpu_each)
 
 
 if __name__ == '__main__':

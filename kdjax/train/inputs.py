@@ -119,3 +119,14 @@ def gather_host_rows(local: np.ndarray) -> np.ndarray:
     return np.asarray(local)
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(np.asarray(local), tiled=True))
+
+
+def replicate(tree, sharding):
+  """`tree` (the same on every process) onto a replicated global sharding.
+
+  Across processes JAX cannot move an array already committed to one local
+  device (a loaded teacher) onto the global mesh, so it goes through the host.
+  """
+  if jax.process_count() > 1:
+    tree = jax.device_get(tree)
+  return jax.device_put(tree, sharding)
