@@ -88,7 +88,7 @@ def cmd_bench(args, overrides):
 
 def cmd_quickstart(args, overrides):
   from kdjax import quickstart
-  quickstart.run(args.workdir, overrides)
+  quickstart.run(args.workdir, overrides, on_config_change='new' if args.force_new else 'error')
   return 0
 
 
@@ -139,6 +139,8 @@ def run(argv=None) -> int:
                  help='teacher architecture when the config has no trained teacher (random init)')
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
+  p.add_argument('--force_new', action='store_true',
+                 help='move runs of another config (e.g. an older quickstart) aside first')
   p = sub.add_parser('methods', help='list registered distillation methods')
   p.add_argument('--markdown', action='store_true', help='as the README table')
   args = parser.parse_args(rest)

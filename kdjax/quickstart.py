@@ -86,14 +86,15 @@ def table(results: dict[str, dict]) -> str:
   return '\n'.join(lines)
 
 
-def run(workdir: str, overrides=()) -> dict:
+def run(workdir: str, overrides=(), on_config_change: str = 'error') -> dict:
   results = {}
   teacher_dir = os.path.abspath(os.path.join(workdir, RUNS[0][1]))
   for i, (label, sub, config_file) in enumerate(RUNS):
     print(f'[{i + 1}/3] {label}', flush=True)
     extra = [f'teacher.checkpoint={teacher_dir}'] if i == 2 else []
     cfg = _config(config_file, list(overrides) + extra)
-    results[label] = train_and_evaluate(cfg, os.path.join(workdir, sub))
+    results[label] = train_and_evaluate(cfg, os.path.join(workdir, sub),
+                                        on_config_change=on_config_change)
   rate = int(round(100 * NOISE_RATE))
   title = (f'digits, {rate}% symmetric label noise on the training split '
            f'(seed {results[RUNS[0][0]]["seed"]})')
