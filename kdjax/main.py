@@ -109,9 +109,8 @@ def cmd_methods(args, overrides):
 
 def run(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  if os.environ.get('KDJAX_DISTRIBUTED') == '1':
-    import jax
-    jax.distributed.initialize()  # multi-host: one process per host (TPU pods, multi-node GPU)
+  from kdjax import runtime
+  runtime.initialize()  # KDJAX_DISTRIBUTED=1: multi-host (TPU pods, multi-GPU, launch/local_multiprocess.py)
   rest, overrides = _split_overrides(argv)
   parser = argparse.ArgumentParser(prog='kdjax', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -174,12 +174,19 @@ def restore_exported(directory: str, abstract_state: Any | None = None) -> tuple
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint directory {directory!r}. {todo}')
   mngr = ocp.CheckpointManager(os.path.abspath(directory),
-                               options=ocp.CheckpointManagerOptions(create=False))
+                               options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
   errors = []
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      args = ocp.args.StandardRestore(abstract_state) if abstract_state is not None else ocp.args.StandardRestore()
-      return step, mngr.restore(step, args=args)
+      target = abstract_state
+      if target is None:
+        # Onto this process's first device: the saving run's device count and
+        # process count (its topology) need not match this one's.
+        dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev),
+                              mngr.item_metadata(step))
+      return step, mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:
       errors.append(f'{step}: {type(e).__name__}: {str(e)[:200]}')
       print(f'WARNING: checkpoint {step} in {directory} is unreadable; trying the previous one.', flush=True)

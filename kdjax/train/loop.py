@@ -150,7 +150,7 @@ class Evaluator:
     if setup.teacher is not None:
       tfn = jax.jit(step_lib.make_eval_fn(setup.teacher.model),
                     in_shardings=(self.repl, self.repl, self.shard), out_shardings=self.repl)
-      tv = setup.teacher.variables
+      tv = inputs.replicate(setup.teacher.variables, self.repl)
       self.teacher_logits = self._logits(lambda x: tfn(tv['params'], tv['batch_stats'], x))['logits']
     self.labels = np.asarray(ds.test_labels) if ds.in_memory else None
 
@@ -291,7 +291,7 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
     device_data = jax.device_put({'image': ds.train_images, 'label': ds.train_labels.astype(np.int32)},
                                  repl)
   teacher_vars = setup.teacher.variables if setup.teacher else {}
-  teacher_vars = jax.device_put(teacher_vars, repl)
+  teacher_vars = inputs.replicate(teacher_vars, repl)
 
   spe = setup.steps_per_epoch
   total_epochs = setup.total_steps / spe
