@@ -83,10 +83,10 @@ class PreparedStep:
     self.state = loop.fresh_state(setup, variables)
     batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
                                          steps_per_epoch=setup.steps_per_epoch)
-    # steps_per_dispatch = k > 1: one call runs k steps in one compiled loop.
+    # The program training runs: a compiled loop of k = steps_per_dispatch steps per call.
     self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
-    step_fn = loop.compile_stage(setup, 0, tx, batch_fn, steps=k)
-    self.train_step = step_fn if k == 1 else (lambda s, t, d: step_fn(s, t, d, np.int32(k)))
+    self.compiled = loop.compile_stage(setup, 0, tx, batch_fn, steps=k, dispatch_loop=True)
+    self.train_step = lambda s, t, d: self.compiled(s, t, d, np.int32(k))
     self.data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
     self.tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
     self.image_shape = dataset.image_shape

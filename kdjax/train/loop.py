@@ -64,10 +64,10 @@ def _restore(setup, ckpt, variables, all_unreadable_aside: bool = False):
   return ckpt.restore_latest(abstract, all_unreadable_aside)
 
 
-def compile_stage(setup, stage_idx, tx, batch_fn, steps: int = 1):
+def compile_stage(setup, stage_idx, tx, batch_fn, steps: int = 1, dispatch_loop: bool | None = None):
   """The jitted train step of one stage over the data-parallel mesh.
 
-  With `steps` = k > 1 the program is `fn(state, teacher_vars, data, n)`: a
+  With `steps` = k > 1 (or `dispatch_loop`) the program is `fn(state, teacher_vars, data, n)`: a
   loop of n <= k steps in one dispatch (n is a runtime argument, so one
   compiled body serves full and partial dispatches); every metric gets a
   leading [k] axis of which the first n rows are filled. Each step derives
@@ -87,7 +87,7 @@ def compile_stage(setup, stage_idx, tx, batch_fn, steps: int = 1):
                                 teacher=setup.teacher.model if setup.teacher else None,
                                 terms=setup.stage_terms[stage_idx], tx=tx, batch_fn=batch_fn,
                                 cfg=scfg, batch_sharding=setup_lib.data_sharded(setup.mesh))
-  if steps > 1:
+  if dispatch_loop or (dispatch_loop is None and steps > 1):
     single = fn
 
     def fn(state, teacher_vars, data, n):
@@ -328,9 +328,11 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
       else:
         batch_fn = inputs.streamed_batch_fn(ds)
         data_iter = iter(ds.train_stream(cfg.seed, step, batch_size))
-      train_step = compile_stage(setup, stage_idx, tx, batch_fn)
       k = steps_per_dispatch(cfg, ds)
-      multi_step = compile_stage(setup, stage_idx, tx, batch_fn, steps=k) if k > 1 else None
+      # Every dispatch, k = 1 included, runs the one compiled loop body, so runs
+      # with any steps_per_dispatch are bit-identical (a step compiled outside a
+      # loop fuses differently and differs in the last float32 bits).
+      multi_step = compile_stage(setup, stage_idx, tx, batch_fn, steps=k, dispatch_loop=True)
       pending = []
       bar = None
       at_eval = (train_time, images_seen)
@@ -344,18 +346,13 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
         else:  # this process's rows of the global batch
           data = inputs.host_batch_to_global(next(data_iter), data_shard)
         # k steps in one dispatch unless that would cross an epoch end (evaluation,
-        # checkpoint) or the requested stop; single steps fill the remainder.
+        # checkpoint) or the requested stop; a shorter dispatch fills the remainder.
         limit = min(end, start + ((step - start) // spe + 1) * spe)
         if stop_after_steps is not None and stop_after_steps > step:
           limit = min(limit, stop_after_steps)
-        if multi_step is not None:  # partial dispatches run the same compiled loop
-          n = min(k, limit - step)
-          state, m = multi_step(state, teacher_vars, data, np.int32(n))
-          pending.append((step, m, n))
-        else:
-          n = 1
-          state, m = train_step(state, teacher_vars, data)
-          pending.append((step, m))
+        n = min(k, limit - step)
+        state, m = multi_step(state, teacher_vars, data, np.int32(n))
+        pending.append((step, m, n))
         step += n
         if t_mark is None:
           jax.block_until_ready(m)
