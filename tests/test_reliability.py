@@ -328,3 +328,15 @@ def test_all_unreadable_are_moved_only_when_they_belong_to_this_run(tmp_path):
   ck.save(10, _tree(10))  # a scratch run can save that step again
   ck.close()
   assert ckpt_lib.Checkpointer(d).restore_latest(_abstract())[0] == 10
+
+
+def test_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys):
+  import fcntl
+
+  def no_locks(fd, op):
+    if op & fcntl.LOCK_EX:
+      raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(fcntl, 'flock', no_locks)
+  with workdir_lib.WorkdirLock(str(tmp_path)):
+    pass
+  assert 'has no file locks' in capsys.readouterr().out

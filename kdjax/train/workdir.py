@@ -82,6 +82,12 @@ class WorkdirLock:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
+      if e.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP):
+        # A filesystem without locks (some network mounts): run unprotected.
+        print(f'WARNING: {self.path}: this filesystem has no file locks ({e.strerror}); nothing '
+              f'stops a second run in this workdir.', flush=True)
+        self._fd = fd
+        return self
       os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
         raise
@@ -108,7 +114,10 @@ class WorkdirLock:
       os.ftruncate(self._fd, 0)  # an empty lock file marks a clean exit
     except OSError:
       pass
-    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    try:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+    except OSError:  # no locks on this filesystem; closing is enough
+      pass
     os.close(self._fd)
     self._fd = None
 
