@@ -1,13 +1,17 @@
 """`train_and_evaluate(config, workdir)`: the training loop around the pure step.
 
 Synopsis:
-  setup (all checks, no compile) -> resume from the workdir's newest readable
-  checkpoint -> for each stage: build the optimizer and step, jit it over the
+  value checks -> lock the workdir and check it holds this config's run
+  (`kdjax.train.workdir`) -> setup (all checks, no compile) -> resume from the
+  workdir's newest readable checkpoint -> for each stage: build the optimizer and step, jit it over the
   data-parallel mesh, run, evaluate every `eval_every_epochs`, checkpoint every
   `checkpoint_every_epochs` and at stage ends -> results.json.
 
   Resume is exact: data order, augmentation and stochastic-depth masks derive
-  from (seed, step), and metrics newer than the restored step are dropped.
+  from (seed, step), and metrics newer than the restored step are dropped (the
+  TensorBoard files are rewritten from metrics.jsonl). Wall time, training
+  time and images accumulate over resumed processes (totals.json), so
+  results.json is the same however often the run was interrupted.
 """
 
 from __future__ import annotations
