@@ -35,6 +35,10 @@ def base_config() -> ConfigDict:
   c.log_every_steps = 50
   c.eval_batch_size = 512
   c.progress_bar = True
+  # Compute dtype of convolutions and matmuls: 'float32' or 'bfloat16' (parameters, BN
+  # statistics, losses and optimizer state stay float32).
+  c.dtype = 'float32'
+  c.steps_per_dispatch = 1  # in-memory data: k train steps per dispatch (one lax.scan)
 
   c.data = ConfigDict(dict(
       name='digits',

@@ -105,8 +105,8 @@ def load(workdir: str):
     FileNotFoundError: not a kdjax workdir, or no readable checkpoint.
   """
   from kdjax import models
-  from kdjax.train import loop
-  cfg, setup, _, state = loop._restore_workdir(workdir)  # the restore `kdjax eval` uses
+  from kdjax.train import export
+  cfg, setup, _, state = export.restore_workdir(workdir)  # the restore `kdjax eval` uses
   ds = setup.dataset
   state = jax.device_get(state)
   params, stats = state['params']['student'], state['batch_stats']
