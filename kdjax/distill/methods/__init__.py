@@ -14,3 +14,7 @@ from kdjax.distill.methods import vid  # noqa: F401
 from kdjax.distill.methods import ofd  # noqa: F401
 from kdjax.distill.methods import cc  # noqa: F401
 from kdjax.distill.methods import crd  # noqa: F401
+from kdjax.distill.methods import dist  # noqa: F401
+from kdjax.distill.methods import logit_stand  # noqa: F401
+from kdjax.distill.methods import kd_la  # noqa: F401
+from kdjax.distill.methods import kdsvd  # noqa: F401
