@@ -18,3 +18,4 @@ from kdjax.distill.methods import dist  # noqa: F401
 from kdjax.distill.methods import logit_stand  # noqa: F401
 from kdjax.distill.methods import kd_la  # noqa: F401
 from kdjax.distill.methods import kdsvd  # noqa: F401
+from kdjax.distill.methods import reviewkd  # noqa: F401
