@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from kdjax.distill import api
@@ -187,3 +188,49 @@ def test_term_trains_bn_and_checks_shapes():
   with pytest.raises(ValueError, match='shallow'):
     R.build_reviewkd(info, student_features=['stage2', 'stage1'],
                      teacher_features=['stage2', 'stage1'])
+
+
+# ----------------------------------------------------------------------------
+# ReviewKD + IPWD (per-sample weighting of HCL)
+
+def test_weighted_hcl_is_the_weighted_mean_of_per_sample_hcl():
+  fs = [rand(0, 3, 4, 4, 2), rand(1, 3, 1, 1, 5)]
+  ft = [rand(2, 3, 4, 4, 2), rand(3, 3, 1, 1, 5)]
+  per = np.array([np_hcl([f[n:n + 1] for f in fs], [f[n:n + 1] for f in ft]) for n in range(3)])
+  np.testing.assert_allclose(np.asarray(R.hcl_per_sample(fs, ft)), per, rtol=2e-5)
+  w = np.array([0.5, 2.0, 0.5], np.float32)
+  np.testing.assert_allclose(float(R.hcl_loss(fs, ft, jnp.asarray(w))), np.mean(w * per),
+                             rtol=2e-5)
+  np.testing.assert_allclose(float(R.hcl_loss(fs, ft, jnp.ones(3))), float(R.hcl_loss(fs, ft)),
+                             rtol=1e-6)
+
+
+def test_reviewkd_ipw_option_weights_samples_and_trains_its_head():
+  from kdjax.losses import ipwd as ipwd_losses
+  info = api.BuildInfo(cifar_shapes((16, 32, 64), spatial=(8, 4, 2), classes=10),
+                       cifar_shapes((16, 32, 64), spatial=(8, 4, 2), classes=10), 10, 100)
+  term = R.build_reviewkd(info, ipw=True, warmup_epochs=0.0)
+  ctx = api.example_context(info)
+  aux = jax.jit(lambda key: term.init(key, ctx))(jax.random.key(0))
+  assert aux['params']['ipw_head']['fc']['kernel'].shape == (64, 10)
+  feats = lambda shapes, s: {k: jnp.asarray(rand(s + i, *v.shape))
+                             for i, (k, v) in enumerate(shapes.items())}
+  ctx = dataclasses.replace(ctx, student=feats(info.student_shapes, 0),
+                            teacher=feats(info.teacher_shapes, 50),
+                            labels=jnp.asarray([1, 7], jnp.int32))
+  value, metrics, _ = jax.jit(lambda a: term.loss(a, ctx))(aux)
+  # Recompute: the fusion outputs weighted by IPWD's w, plus the head's CE.
+  plain = R.build_reviewkd(info, warmup_epochs=0.0)
+  outs = R.ReviewFusion(64, (16, 32, 64, 64), ((8, 8), (4, 4), (2, 2), (1, 1))).apply(
+      {'params': aux['params']['fusion'], 'batch_stats': aux['batch_stats']['fusion']},
+      [R.as_map(ctx.student[k]) for k in ('stage1', 'stage2', 'stage3', 'pooled')])
+  z_cls = ctx.student['pooled'] @ aux['params']['ipw_head']['fc']['kernel'] + \
+      aux['params']['ipw_head']['fc']['bias']
+  w = ipwd_losses.ipw_weights(ctx.student['logits'], z_cls, ctx.labels)
+  teacher = [R.as_map(ctx.teacher[k]) for k in
+             ('stage1_preact', 'stage2_preact', 'stage3_preact', 'pooled')]
+  ce = optax.softmax_cross_entropy_with_integer_labels(z_cls, ctx.labels).mean()
+  np.testing.assert_allclose(float(value), float(R.hcl_loss(outs, teacher, w) + ce), rtol=1e-5)
+  assert plain.init is not None and 'ce_cls' in metrics
+  with pytest.raises(ValueError, match='ipw_estimator'):
+    R.build_reviewkd(info, ipw=True, ipw_estimator='nope')

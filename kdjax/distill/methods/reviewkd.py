@@ -33,10 +33,13 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_features
+from kdjax.distill.ie_modules import ExtraHead
 from kdjax.distill.methods import aux_common as ac
 from kdjax.distill.modules import torch_bias_init, torch_kernel_init
+from kdjax.losses import ipwd as ipwd_losses
 from kdjax.losses.features import adaptive_avg_pool_to
 from kdjax.models.common import batch_norm
 
@@ -61,29 +64,41 @@ def nearest_resize(x: Array, size: tuple[int, int]) -> Array:
   return x[:, ih][:, :, iw]
 
 
-def hcl_loss(student_maps: Sequence[Array], teacher_maps: Sequence[Array]) -> Array:
-  """Hierarchical context loss, summed over levels (see module doc); teacher gets no gradient."""
+def hcl_per_sample(student_maps: Sequence[Array], teacher_maps: Sequence[Array]) -> Array:
+  """Per-sample HCL [N] (means over H, W, C); its batch mean is the reference's HCL."""
   if len(student_maps) != len(teacher_maps):
     raise ValueError(f'hcl_loss: {len(student_maps)} student maps but {len(teacher_maps)} '
                      'teacher maps.')
-  total = jnp.zeros((), jnp.float32)
+  mse = lambda a, b: jnp.mean((a - b) ** 2, axis=(1, 2, 3))
+  total = 0.0
   for fs, ft in zip(student_maps, teacher_maps):
     if fs.shape != ft.shape:
       raise ValueError(f'hcl_loss: student map {fs.shape} and teacher map {ft.shape} differ.')
     fs = fs.astype(jnp.float32)
     ft = jax.lax.stop_gradient(ft).astype(jnp.float32)
-    loss = jnp.mean((fs - ft) ** 2)
+    loss = mse(fs, ft)
     cnt, tot = 1.0, 1.0
     for lvl in HCL_LEVELS:
       if lvl >= fs.shape[1]:
         continue
       cnt /= 2.0
-      ps = adaptive_avg_pool_to(fs, (lvl, lvl))
-      pt = adaptive_avg_pool_to(ft, (lvl, lvl))
-      loss = loss + jnp.mean((ps - pt) ** 2) * cnt
+      loss = loss + mse(adaptive_avg_pool_to(fs, (lvl, lvl)),
+                        adaptive_avg_pool_to(ft, (lvl, lvl))) * cnt
       tot += cnt
     total = total + loss / tot
   return total
+
+
+def hcl_loss(student_maps: Sequence[Array], teacher_maps: Sequence[Array],
+             weights: Array | None = None) -> Array:
+  """Hierarchical context loss summed over levels (module doc); teacher gets no gradient.
+
+  weights: optional [N] per-sample weights (IPWD's), giving mean_n w_n HCL_n.
+  """
+  per_sample = hcl_per_sample(student_maps, teacher_maps)
+  if weights is None:
+    return jnp.mean(per_sample)
+  return jnp.mean(jax.lax.stop_gradient(weights) * per_sample)
 
 
 def warmup_ramp(progress: Array, warmup_epochs: float) -> Array:
@@ -155,8 +170,16 @@ def as_map(x: Array) -> Array:
                  'via Knowledge Review')
 def build_reviewkd(info: BuildInfo, *, weight: float = 1.0, warmup_epochs: float = 20.0,
                    max_mid_channels: int = 512, student_features=None,
-                   teacher_features=None) -> Term:
-  """ABF fusion + HCL (mdistiller default weight 1; official CIFAR weights in the module doc)."""
+                   teacher_features=None, ipw: bool = False, ipw_estimator: str = 'prob_ratio',
+                   ipw_w_min: float = 1.0, ipw_w_max: float = 10.0,
+                   ipw_cls_weight: float = 1.0) -> Term:
+  """ABF fusion + HCL (mdistiller default weight 1; official CIFAR weights in the module doc).
+
+  ipw=True: ReviewKD + IPWD (IPWD appendix Table 2): each sample's HCL is
+  weighted by IPWD's w (`kdjax.losses.ipwd.ipw_weights` from the student's
+  logits and an extra linear CE head on stop_gradient(pooled), trained by
+  ipw_cls_weight * CE inside this term), i.e. mean_n w_n HCL_n.
+  """
   def default_student():
     return info.stages('student') + ('pooled',)
 
@@ -188,15 +211,40 @@ def build_reviewkd(info: BuildInfo, *, weight: float = 1.0, warmup_epochs: float
                        f'{s_keys[i]!r} {s_shapes[i][1:3]}.')
   mid = min(max_mid_channels, s_shapes[-1][-1])
   fusion = ReviewFusion(mid, tuple(t[-1] for t in t_shapes), tuple(t[1:3] for t in t_shapes))
+  head = None
+  if ipw:
+    if ipw_estimator not in ipwd_losses.ESTIMATORS:
+      raise ValueError(f'reviewkd: ipw_estimator must be one of {ipwd_losses.ESTIMATORS}, got '
+                       f'{ipw_estimator!r}.')
+    if not 0 < ipw_w_min <= ipw_w_max:
+      raise ValueError(f'reviewkd: need 0 < ipw_w_min <= ipw_w_max, got {ipw_w_min}, {ipw_w_max}.')
+    if len(info.feature('student', 'pooled').shape) != 2:
+      raise ValueError("reviewkd: ipw needs the student's [N, C] 'pooled' feature.")
+    head = ExtraHead(info.num_classes)
 
   def init(rng, ctx: Context):
-    return ac.init_modules(rng, {'fusion': (fusion, [as_map(ctx.student[k]) for k in s_keys])})
+    out = ac.init_modules(rng, {'fusion': (fusion, [as_map(ctx.student[k]) for k in s_keys])})
+    if head is not None:
+      out['params']['ipw_head'] = dict(head.init(jax.random.fold_in(rng, 7),
+                                                 ctx.student['pooled']))['params']
+    return out
 
   def loss(aux, ctx: Context):
-    stats = {}
+    stats, metrics, extra, weights = {}, {}, 0.0, None
     outs = ac.apply_module(fusion, aux, 'fusion', [as_map(ctx.student[k]) for k in s_keys],
                            ctx.train, stats)
-    value = hcl_loss(outs, [as_map(ctx.teacher[k]) for k in t_keys])
+    if head is not None:
+      z_cls = head.apply({'params': aux['params']['ipw_head']},
+                         jax.lax.stop_gradient(ctx.student['pooled']))
+      ce_cls = optax.softmax_cross_entropy_with_integer_labels(
+          z_cls.astype(jnp.float32), ctx.labels).mean()
+      weights = ipwd_losses.ipw_weights(ctx.student['logits'], z_cls, ctx.labels,
+                                        estimator=ipw_estimator, w_min=ipw_w_min,
+                                        w_max=ipw_w_max)
+      extra = ipw_cls_weight * ce_cls
+      metrics.update(ce_cls=ce_cls, w_max=jnp.max(weights), w_min=jnp.min(weights))
+    value = hcl_loss(outs, [as_map(ctx.teacher[k]) for k in t_keys], weights)
     ramp = warmup_ramp(ctx.progress, warmup_epochs)
-    return ramp * value, {'warmup': ramp, 'hcl': value}, ac.state_out(aux, stats)
+    metrics.update(warmup=ramp, hcl=value)
+    return ramp * value + extra, metrics, ac.state_out(aux, stats)
   return Term(name='reviewkd', method='reviewkd', weight=float(weight), loss=loss, init=init)
