@@ -97,3 +97,22 @@ def test_dot_rejects_bad_input():
   params = {'w': jnp.ones(2)}
   with pytest.raises(TypeError, match='DOTGrads'):
     tx.update(params, tx.init(params), params)
+
+
+def test_dot_value_and_grads_matches_two_backward_passes():
+  def fn(p, x):
+    h = jnp.tanh(x @ p['w'])
+    return (jnp.mean(h ** 2), jnp.mean(jnp.sin(h) * p['b'])), {'h_mean': jnp.mean(h)}
+  rng = np.random.default_rng(2)
+  p = {'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), 'b': jnp.ones(2)}
+  x = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+  (task, kd), aux, grads = jax.jit(lambda p, x: dot.dot_value_and_grads(fn, p, x))(p, x)
+  g_task = jax.grad(lambda p: fn(p, x)[0][0])(p)
+  g_kd = jax.grad(lambda p: fn(p, x)[0][1])(p)
+  for k in p:
+    np.testing.assert_allclose(np.asarray(grads.task[k]), np.asarray(g_task[k]), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(np.asarray(grads.kd[k]), np.asarray(g_kd[k]), rtol=1e-5,
+                               atol=1e-7)
+  np.testing.assert_allclose(float(task), float(fn(p, x)[0][0]), rtol=1e-6)
+  assert 'h_mean' in aux

@@ -2,8 +2,9 @@
 
 Synopsis:
   tx = dot_sgd(schedule, momentum=0.9, delta=0.075, weight_decay=5e-4)
+  (ce, kd), aux, grads = dot_value_and_grads(loss_pair_fn, params, batch)   # one forward
   state = tx.init(params)
-  updates, state = tx.update(DOTGrads(task=g_ce, kd=g_distill), state, params)
+  updates, state = tx.update(grads, state, params)       # grads = DOTGrads(task=..., kd=...)
   params = optax.apply_updates(params, updates)
 
 SGD with separate momentum buffers for the task (CE) gradient and the
@@ -114,3 +115,22 @@ def dot_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
     return updates, DOTState(optax.safe_increment(state.count), task_trace, kd_trace)
 
   return optax.GradientTransformation(init, update)
+
+
+def dot_value_and_grads(fn, params, *args):
+  """Both gradients from ONE forward pass, for the train step.
+
+  Args:
+    fn: `fn(params, *args) -> ((task_loss, kd_loss), aux)`.
+    params: the differentiated parameters.
+    *args: further inputs of fn (not differentiated).
+
+  Returns:
+    ((task_loss, kd_loss), aux, DOTGrads(task=d task_loss, kd=d kd_loss)).
+  """
+  losses, vjp, aux = jax.vjp(lambda p: fn(p, *args), params, has_aux=True)
+  task_loss, kd_loss = losses
+  one, zero = jnp.ones_like(task_loss), jnp.zeros_like(task_loss)
+  (g_task,) = vjp((one, jnp.zeros_like(kd_loss)))
+  (g_kd,) = vjp((zero, jnp.ones_like(kd_loss)))
+  return losses, aux, DOTGrads(g_task, g_kd)
