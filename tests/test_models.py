@@ -13,7 +13,7 @@ from kdjax import models
 
 # Exact trainable-parameter counts (100 classes; ImageNet nets 1000 classes), computed
 # from the reference definitions (RD models/*.py, torchvision, mdistiller), and the
-# figure METHODS.md section 5 gives (mobilenetv1 is not listed there: the usual 4.23M).
+# figure docs/methods.md gives (mobilenetv1 is not listed there: the usual 4.23M).
 PARAMS = {
     'resnet8': (83_892, '0.084'), 'resnet14': (181_108, '0.181'), 'resnet20': (278_324, '0.278'),
     'resnet26': (375_540, '0.376'), 'resnet32': (472_756, '0.473'), 'resnet44': (667_188, '0.667'),
@@ -33,7 +33,7 @@ PARAMS = {
     'resnet50_cifar': (23_705_252, '23.705'),
     'resnet18': (11_689_512, '11.69'), 'resnet34': (21_797_672, '21.80'),
     'resnet50': (25_557_032, '25.56'), 'mobilenetv1': (4_231_976, '4.23'),
-    'resnet50_basic': (764_404, '0.764'),  # seed 001's CIFAR ResNet-50 (n = 8)
+    'resnet50_basic': (764_404, '0.764'),  # Self-Guidance's CIFAR ResNet-50 (n = 8)
 }
 IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1')
 

@@ -528,7 +528,7 @@ if __name__ == '__main__':
 
 
 def test_linear_cka_matches_feature_space_formula_and_invariances():
-  """seed 000 Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
+  """IE-KD Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(6, 2, 2, 3))
   y = rng.normal(size=(6, 2, 2, 3))
@@ -548,7 +548,7 @@ def test_linear_cka_matches_feature_space_formula_and_invariances():
 
 
 def test_ipwd_dagger_kd_only_head_gives_the_propensity():
-  """IPWD-dagger (seed 004 appendix Table 4): a third head trained with plain KD only."""
+  """IPWD-dagger (IPWD appendix Table 4): a third head trained with plain KD only."""
   term = _term(dict(method='ipwd', dagger=True))
   aux = _aux(term)
   assert sorted(aux['params']) == ['cls', 'dagger']

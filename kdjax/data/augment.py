@@ -26,7 +26,7 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: b
 
   This is torchvision's `RandomCrop(H, padding=pad)` (zero padding, the RD /
   CRD recipe) or, with `pad_mode='reflect'`, the `Pad(4, 'reflect')` +
-  `RandomCrop` of seed 002's Zagoruyko recipe, followed by
+  `RandomCrop` of the Zagoruyko recipe that Sarfraz et al. follow, followed by
   `RandomHorizontalFlip(0.5)`. Applied to raw pixels (uint8 or float), so
   constant padding is black, as on the PIL image.
 

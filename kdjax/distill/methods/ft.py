@@ -9,7 +9,7 @@ Both phases build the same term name 'ft' with the same variables
 (frozen) one used in stage 2 (restrict `stage.trainable` as the `rd_cifar100` configs
 does: stage 1 '^aux/ft/paraphraser/', stage 2 '^student/', '^aux/ft/translator/').
 
-Variants (METHODS.md FT):
+Variants (docs/methods.md FT):
   'official' (default; Jangho-Kim/Factor-Transfer-pytorch): no BN anywhere; factor
      loss = L1-mean of per-sample L2-normalised flattened factors; reconstruction
      L1; weight 500.

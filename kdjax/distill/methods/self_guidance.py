@@ -7,7 +7,7 @@ z_S: the sampled sub-network, the student pass with residual branch l kept
 with probability p_l = 1 - (l / L)(1 - p_L) (`final_survival_prob` p_L = 0.5,
 eq. 3); z_T: the expected network, every branch scaled by p_l (eq. 4); one
 backward through both passes. The paper writes KL(p^S, p^T); kdjax uses the
-standard Hinton direction KL(p_T || p_S) (METHODS.md marks the direction
+standard Hinton direction KL(p_T || p_S) (docs/methods.md marks the direction
 [UNVERIFIED]); `kl_direction='student_teacher'` gives KL(p_S || p_T).
 
   config.distill.ce_weight = 0.0                   # the term computes CE(sub) itself
