@@ -63,6 +63,10 @@ def base_config() -> ConfigDict:
       # Online distillation (DML, IE-DML): train these architectures together
       # as one student; features are 'member<i>/<name>', plus 'ensemble/logits'.
       cohort=(),
+      # Start from another run's student: the workdir of a `kdjax train` run
+      # (its newest checkpoint). Same architecture (and cohort) required; a
+      # different class count re-initialises `head`. '' = random init.
+      init_from='',
   ))
 
   # A trained teacher: the workdir of a `kdjax train` run (its config.json
@@ -78,6 +82,14 @@ def base_config() -> ConfigDict:
   ))
 
   c.optim = ConfigDict(dict(
+      # 'sgd' (PyTorch SGD), 'dot' (DOT, Zhao et al. 2023: separate task and
+      # distillation momentum, momentum -/+ dot_delta) or 'adam' (PyTorch Adam,
+      # L2 coupled into the gradient; momentum/nesterov unused).
+      name='sgd',
+      dot_delta=0.075,
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=1e-8,
       batch_size=64,
       lr=0.05,
       # If > 0, lr is scaled by batch_size / base_batch_size (linear scaling rule).

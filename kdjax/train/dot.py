@@ -39,6 +39,19 @@ class DOTGrads(NamedTuple):
   kd: Any
 
 
+class SplitGradientTransformation(optax.GradientTransformation):
+  """An optax transformation whose `update` takes `DOTGrads` (task and distillation
+  gradients separately). The train step checks `takes_split_gradients` and only
+  then computes the two gradients (`dot_value_and_grads`)."""
+  __slots__ = ()
+  takes_split_gradients = True
+
+
+def takes_split_gradients(tx) -> bool:
+  """Whether the optimizer wants `DOTGrads` instead of one gradient."""
+  return bool(getattr(tx, 'takes_split_gradients', False))
+
+
 class DOTState(NamedTuple):
   count: jax.Array
   task_trace: Any
@@ -114,7 +127,7 @@ def dot_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
     kd_trace = treedef.unflatten([o[2] for o in flat])
     return updates, DOTState(optax.safe_increment(state.count), task_trace, kd_trace)
 
-  return optax.GradientTransformation(init, update)
+  return SplitGradientTransformation(init, update)
 
 
 def dot_value_and_grads(fn, params, *args):
