@@ -35,6 +35,16 @@ class Teacher:
 
 
 @dataclasses.dataclass
+class InitSource:
+  """`model.init_from`: the student variables of another run's newest checkpoint."""
+  workdir: str
+  step: int
+  variables: Any     # {'params', 'batch_stats'} of that run's student
+  hash: str          # checkpoint.tree_hash of `variables` as read (record in results)
+  reinit_head: bool  # class counts differ: `head` keeps this run's fresh initialisation
+
+
+@dataclasses.dataclass
 class Setup:
   config: Any
   dataset: Any
@@ -49,6 +59,7 @@ class Setup:
   survival: tuple[float, ...] | None  # declared by a term: evaluate the expected network
   mesh: Mesh
   info: distill_api.BuildInfo
+  init_from: InitSource | None = None
 
   @property
   def total_steps(self) -> int:
@@ -121,6 +132,73 @@ def load_teacher(cfg, dataset) -> Teacher | None:
   return Teacher(model, variables, arch, ckpt_lib.tree_hash(variables), path)
 
 
+def _path(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def _is_head(path: str) -> bool:
+  """A classifier parameter: a `head` module at any depth (cohort members' heads too)."""
+  return 'head' in path.split('/')
+
+
+def _shapes(tree) -> dict:
+  return {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _first_mismatch(got: dict, want: dict) -> str | None:
+  """The first path (sorted) missing on one side or with another shape, described."""
+  for path in sorted(set(got) | set(want)):
+    if path not in got:
+      return f'{path} (absent in the source run; shape {want[path]} here)'
+    if path not in want:
+      return f'{path} (shape {got[path]} in the source run; absent here)'
+    if got[path] != want[path]:
+      return f'{path} (shape {got[path]} in the source run, {want[path]} here)'
+  return None
+
+
+def load_init_from(cfg, var_shapes) -> InitSource | None:
+  """Read and check `model.init_from` (shapes against this run's student; no compile).
+
+  The source must be a kdjax workdir whose student has this run's architecture
+  (`model.name`, `model.kwargs`, `model.cohort`). When its class count differs
+  from this run's, every `head` parameter is re-initialised (transfer to
+  another label set); any other mismatch is an error naming the first path.
+  """
+  path = cfg.model.get('init_from', '')
+  if not path:
+    return None
+  path = os.path.abspath(path)
+  cfg_path = os.path.join(path, 'config.json')
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f'model.init_from={path!r} is not a kdjax workdir (no config.json); '
+                            f'give the --workdir of a `kdjax train` run.')
+  with open(cfg_path) as f:
+    src = json.load(f)
+  here = (cfg.model.name, list(cfg.model.cohort or ()), dict(cfg.model.kwargs or {}))
+  there = (src['model']['name'], list(src['model'].get('cohort') or ()),
+           dict(src['model'].get('kwargs') or {}))
+  if here != there:
+    raise ValueError(f'model.init_from: the run in {path} trains model.name={there[0]!r}, '
+                     f'cohort={there[1]}, kwargs={there[2]}, but this run has '
+                     f'model.name={here[0]!r}, cohort={here[1]}, kwargs={here[2]}; the '
+                     f'architectures must match.')
+  step, state = ckpt_lib.restore_exported(os.path.join(path, 'checkpoints'))
+  variables = {'params': state['params']['student'], 'batch_stats': state.get('batch_stats', {})}
+  want = _shapes({'params': var_shapes['params'], 'batch_stats': var_shapes.get('batch_stats', {})})
+  got = _shapes(variables)
+  reinit_head = any(_is_head(p) and s != want.get(p) for p, s in got.items())
+  if reinit_head:
+    got = {p: s for p, s in got.items() if not _is_head(p)}
+    want = {p: s for p, s in want.items() if not _is_head(p)}
+  bad = _first_mismatch(got, want)
+  if bad is not None:
+    raise ValueError(f'model.init_from: the checkpoint of {path} (step {step}) does not fit this '
+                     f'student; first mismatch: {bad}.')
+  variables = jax.tree.map(jnp.asarray, variables)
+  return InitSource(path, int(step), variables, ckpt_lib.tree_hash(variables), reinit_head)
+
+
 DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
@@ -138,8 +216,13 @@ def compute_dtype(cfg) -> dict:
   return {} if DTYPES[name] is None else {'dtype': DTYPES[name]}
 
 
-def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
-  """Resolve everything; `dataset`/`teacher` replace the config's (benchmarks)."""
+def build(cfg, *, dataset=None, teacher: Teacher | None = None,
+          read_init_from: bool = True) -> Setup:
+  """Resolve everything; `dataset`/`teacher` replace the config's (benchmarks).
+
+  `read_init_from=False` skips `model.init_from` (evaluating or exporting a run
+  whose own checkpoint replaces the initialisation anyway).
+  """
   config_lib.check(cfg)
   stages = config_lib.stages(cfg)
   for st in stages:  # method and hyper-parameter typos: before any data or teacher is read
@@ -165,6 +248,7 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
   var_shapes = jax.eval_shape(
       lambda: student.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
   s_shapes = feature_shapes(student, var_shapes, dataset)
+  init_from = load_init_from(cfg, var_shapes) if read_init_from else None
   t_shapes = None
   if teacher is not None:
     t_shapes = feature_shapes(teacher.model, teacher.variables, dataset)
@@ -195,7 +279,7 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None) -> Setup:
   # Stochastic depth is declared by terms; evaluation deploys the expected network.
   survival = distill_api.merge_needs([t.needs for t in all_terms.values()]).survival
   return Setup(cfg, dataset, student, cfg.model.name, teacher, stages, stage_terms, all_terms,
-               steps_per_epoch, bounds, survival, make_mesh(), info)
+               steps_per_epoch, bounds, survival, make_mesh(), info, init_from)
 
 
 def init_variables(setup: Setup) -> dict:
@@ -203,6 +287,13 @@ def init_variables(setup: Setup) -> dict:
   key = jax.random.key(setup.config.seed)
   k_model, k_aux = jax.random.split(key)
   variables = setup.student.init(k_model, jnp.zeros(input_shape(setup.dataset)), train=False)
+  if setup.init_from is not None:
+    # Another run's student; with another class count its `head` keeps the fresh init.
+    src = setup.init_from
+    fresh = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+    variables = jax.tree_util.tree_map_with_path(
+        lambda p, new, old: new if (src.reinit_head and _is_head(_path(p))) else old,
+        fresh, src.variables)
   ctx = distill_api.example_context(setup.info)
   aux_params, aux_state = {}, {}
   for i, (name, term) in enumerate(sorted(setup.all_terms.items())):
