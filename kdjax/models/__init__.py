@@ -53,15 +53,16 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from kdjax.models import (mobilenetv1, mobilenetv2, one, resnet_cifar, resnet_imagenet, shufflenet,
-                          vgg, wrn)
+from kdjax.models import (binary_resnet, mobilenetv1, mobilenetv2, one, resnet_cifar, resnet_imagenet,
+                          shufflenet, vgg, wrn)
 from kdjax.models.spec import ModelSpec, with_prefix
 
 # Each family module exports FACTORIES (name -> factory(num_classes, **overrides)) and,
 # for parsed names, match(name) -> factory | None. Later tables shadow earlier ones
 # (the ImageNet resnet18/34/50 over the CIFAR resnet{6n+2}); adding an architecture
 # is one family module added here.
-_FAMILIES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenet, resnet_imagenet, mobilenetv1, one)
+_FAMILIES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenet, resnet_imagenet, mobilenetv1, one,
+             binary_resnet)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 for _fam in _FAMILIES:
   _REGISTRY.update(_fam.FACTORIES)

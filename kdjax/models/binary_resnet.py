@@ -18,7 +18,12 @@ and a BasicBlock is two units. The stem conv and the classifier stay
 real-valued, as in XNOR-Net / XNOR-Net++. Stages 64/128/256/512, blocks
 (2, 2, 2, 2) for ResNet-18 and (3, 4, 6, 3) for ResNet-34.
 
-Features: `stem`, `stage1..4` (block outputs), `pooled`, `logits`.
+Features: `stem`, `stage1..4` (block outputs), `stage1..4_preact` (the same
+maps: a binary stage ends in a sum, no ReLU), `last_map` (ReLU(BN(stage4)),
+what is pooled), `pooled`, `logits`. Registered as binary_resnet18 and
+binary_resnet34 (ImageNet stem) and binary_resnet18_cifar /
+binary_resnet34_cifar (3x3 stem). The scales beta/gamma have one entry per
+output row/column, so parameter shapes depend on the input size.
 Not from an official release (the papers give no code): the block order
 (BN -> sign -> conv -> scale -> PReLU), the shortcut and the initialisations
 are this file's reading of the XNOR-Net++ text; see the tests for the exact
@@ -34,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.models import common
+from kdjax.models.spec import ModelSpec, names_regex, standard_features
 
 
 # ----------------------------------------------------------------------------
@@ -121,6 +127,14 @@ class BinaryResNet(nn.Module):
   cifar: bool = False
   arch: str = 'binary_resnet'
 
+  def spec(self) -> ModelSpec:
+    s = len(self.sizes)
+    return ModelSpec(
+        arch=self.arch, feature_names=standard_features(s), num_stages=s, num_blocks=0,
+        bn_before_relu={}, has_forward_from=False,
+        stage_params=((names_regex(['conv1', 'bn1']),),)
+        + tuple((rf'^layer{k}_\d+_unit\d/',) for k in range(1, s + 1)))
+
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, self.arch)
@@ -137,9 +151,9 @@ class BinaryResNet(nn.Module):
         stride = 2 if (k > 1 and i == 0) else 1
         x = BinaryUnit(planes, stride, name=f'layer{k}_{i}_unit1')(x, train=train)
         x = BinaryUnit(planes, 1, name=f'layer{k}_{i}_unit2')(x, train=train)
-      feats[f'stage{k}'] = x
+      feats[f'stage{k}'] = feats[f'stage{k}_preact'] = x
     # A final BN + ReLU before pooling keeps the real-valued head on a normalised input.
-    x = nn.relu(common.batch_norm(train, 'bn_final')(x))
+    x = feats['last_map'] = nn.relu(common.batch_norm(train, 'bn_final')(x))
     feats['pooled'] = common.global_pool(x)
     logits = feats['logits'] = common.Head(self.num_classes)(feats['pooled'])
     return logits, feats
@@ -154,6 +168,12 @@ def binary_resnet(depth: int, num_classes: int, cifar: bool = False) -> BinaryRe
     raise ValueError(f'binary_resnet: depth must be one of {sorted(_SIZES)}, got {depth}.')
   return BinaryResNet(_SIZES[depth], num_classes, cifar=cifar,
                       arch=f'binary_resnet{depth}' + ('_cifar' if cifar else ''))
+
+
+# Name -> factory(num_classes, **overrides), the models registry's family table.
+FACTORIES = {f'binary_resnet{d}{suffix}': (lambda k, d=d, c=bool(suffix), **kw:
+                                            binary_resnet(d, k, cifar=c, **kw))
+             for d in _SIZES for suffix in ('', '_cifar')}
 
 
 __all__ = ['BinaryConv', 'BinaryResNet', 'binary_resnet', 'sign_ste', 'sign_identity']
