@@ -1,4 +1,4 @@
-"""DIST, logit standardization (lskd), KD + logit adjustment (kd_la) and KDSVD.
+"""DIST, logit standardization (lskd) and KDSVD (KD + logit adjustment: test_methods_kd.py).
 
 Reference values are recomputed here in float64 numpy from the reference code's
 formulas (DIST's official loss, the logit-standardization repo's `kd_loss`,
@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import losses
 from kdjax.distill import api
-from kdjax.distill.methods import dist, kd_la, kdsvd, logit_stand
+from kdjax.distill.methods import dist, kdsvd, logit_stand
 
 RTOL, ATOL = 2e-5, 1e-6
 
@@ -156,49 +155,6 @@ def test_lskd_term_defaults_are_the_cifar_settings():
   s, t = rand(4, 8, 10), rand(5, 8, 10)
   value, _, _ = run_term(term, s, t)
   np.testing.assert_allclose(float(value), np_lskd(s, t, 2.0), rtol=RTOL)
-
-
-# ----------------------------------------------------------------------------
-# KD + logit adjustment
-
-def test_class_log_prior_hand_value_and_errors():
-  got = kd_la.class_log_prior(np.array([0, 0, 1, 2]), 3)
-  np.testing.assert_allclose(got, np.log([0.5, 0.25, 0.25]), rtol=1e-6)
-  with pytest.raises(ValueError, match='no training samples'):
-    kd_la.class_log_prior(np.array([0, 0, 1]), 3)
-  with pytest.raises(ValueError, match=r'\[0, 3\)'):
-    kd_la.class_log_prior(np.array([0, 3]), 3)
-
-
-def test_kd_la_reference_value_and_reductions():
-  s, t = rand(0, 8, 4, scale=2.0), rand(1, 8, 4, scale=2.0)
-  log_prior = np.log(np.array([0.4, 0.3, 0.2, 0.1]))
-  got = kd_la.kd_logit_adjusted(s, t, log_prior, temperature=4.0, la_tau=1.5)
-  ref = np_kl_batchmean(np.float64(s) + 1.5 * log_prior, np.float64(t), 4.0)
-  np.testing.assert_allclose(float(got), ref, rtol=RTOL)
-  # A uniform prior shifts every logit equally, and la_tau = 0 removes it: plain KD.
-  kd = float(losses.kd(jnp.asarray(s), jnp.asarray(t), temperature=4.0))
-  uniform = np.full(4, np.log(0.25))
-  np.testing.assert_allclose(float(kd_la.kd_logit_adjusted(s, t, uniform)), kd, rtol=1e-5)
-  np.testing.assert_allclose(float(kd_la.kd_logit_adjusted(s, t, log_prior, la_tau=0.0)), kd,
-                             rtol=1e-6)
-  g_t = jax.grad(kd_la.kd_logit_adjusted, argnums=1)(jnp.asarray(s), jnp.asarray(t), log_prior)
-  assert np.all(np.asarray(g_t) == 0)
-
-
-def test_kd_la_term_uses_training_labels_or_explicit_prior():
-  labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
-  s, t = rand(2, 8, 3), rand(3, 8, 3)
-  term = kd_la.build_kd_la(logits_info(3, train_labels=labels), la_tau=1.0)
-  value, _, _ = run_term(term, s, t)
-  ref = np_kl_batchmean(np.float64(s) + np.log([0.6, 0.3, 0.1]), np.float64(t), 4.0)
-  np.testing.assert_allclose(float(value), ref, rtol=RTOL)
-  explicit = kd_la.build_kd_la(logits_info(3), prior=[6, 3, 1])
-  np.testing.assert_allclose(float(run_term(explicit, s, t)[0]), ref, rtol=RTOL)
-  with pytest.raises(ValueError, match='prior='):
-    kd_la.build_kd_la(logits_info(3))
-  with pytest.raises(ValueError, match='positive'):
-    kd_la.build_kd_la(logits_info(3), prior=[1, 0, 1])
 
 
 # ----------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_weighted_hcl_is_the_weighted_mean_of_per_sample_hcl():
 
 
 def test_reviewkd_ipw_option_weights_samples_and_trains_its_head():
-  from kdjax.losses import ipwd as ipwd_losses
+  from kdjax.distill.methods import ipwd as ipwd_losses
   info = api.BuildInfo(cifar_shapes((16, 32, 64), spatial=(8, 4, 2), classes=10),
                        cifar_shapes((16, 32, 64), spatial=(8, 4, 2), classes=10), 10, 100)
   term = R.build_reviewkd(info, ipw=True, warmup_epochs=0.0)
@@ -232,5 +232,5 @@ def test_reviewkd_ipw_option_weights_samples_and_trains_its_head():
   ce = optax.softmax_cross_entropy_with_integer_labels(z_cls, ctx.labels).mean()
   np.testing.assert_allclose(float(value), float(R.hcl_loss(outs, teacher, w) + ce), rtol=1e-5)
   assert plain.init is not None and 'ce_cls' in metrics
-  with pytest.raises(ValueError, match='ipw_estimator'):
+  with pytest.raises(ValueError, match='estimator must be one of'):
     R.build_reviewkd(info, ipw=True, ipw_estimator='nope')

@@ -170,6 +170,10 @@ class Term:
     aux_weight_decay: whether the optimizer's weight decay applies to this
       term's trainable parameters (CRD's embeddings follow the student).
     needs: what the term asks of the step beyond the core `Context` (`Needs`).
+    per_sample: optional `LossFn` returning the per-sample losses [N] (same
+      metrics and new state as `loss`) whose batch mean is `loss`'s value; it
+      lets a wrapper reweight samples (`methods.ipwd.with_ipw`). The step
+      never calls it.
   """
   name: str
   method: str
@@ -179,6 +183,7 @@ class Term:
   needs_teacher: bool = True
   aux_weight_decay: bool = True
   needs: Needs = Needs()
+  per_sample: LossFn | None = None
 
   def __call__(self, aux: AuxVars, ctx: Context):
     return self.loss(aux, ctx)

@@ -9,6 +9,9 @@ Synopsis:
       config.distill.terms = {'ipwd': dict(method='ipwd', teacher_source='pskd', alpha=1.0,
                                            temperature=1.0)}
   (with w = 1 this is exactly PS-KD).
+  Any other term with a per-sample loss (`Term.per_sample`: kd, reviewkd):
+      term = with_ipw(term, info)      # mean_n w_n l_n + cls_weight * CE(z_cls, y)
+  (ReviewKD + IPWD, IPWD appendix 2.2, is reviewkd's ipw=True).
 
   The term adds an extra linear head z_cls on stop_gradient(pooled) trained
   with CE (`cls_weight`), and returns
@@ -60,6 +63,8 @@ stated intent. Both are clipped and normalised the same way.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import chex
 import flax.linen as nn
@@ -155,6 +160,79 @@ class ExtraHead(nn.Module):
   def __call__(self, x):
     return nn.Dense(self.num_classes, kernel_init=common.dense_kernel_init,
                     bias_init=nn.initializers.zeros, name='fc')(x)
+
+
+IPW_HEAD = 'ipw_head'
+
+
+def with_ipw(term: Term, info: BuildInfo, *, estimator: str = 'prob_ratio', w_min: float = 1.0,
+             w_max: float = 10.0, normalize: bool = True, cls_weight: float = 1.0,
+             warmup_epochs: float = 0.0, feature: str = 'pooled',
+             logits_feature: str = 'logits') -> Term:
+  """`term` with its per-sample loss weighted by IPWD's w (IPWD appendix 2.2, ReviewKD + IPWD).
+
+  The wrapped term's loss is
+      mean_n w_n l_n + cls_weight * CE(z_cls, y)
+  with l_n = term.per_sample, z_cls an extra linear head on
+  stop_gradient(student[feature]) (its parameters at aux['params']['ipw_head']
+  next to the term's own) and w = ipw_weights(student[logits_feature], z_cls,
+  y) (clipped to [w_min, w_max], normalised to batch mean 1 when `normalize`,
+  1 before `warmup_epochs`). The result has a per-sample loss too
+  (w_n l_n + cls_weight * CE_n). Name, weight, needs and other variables stay
+  the term's.
+
+  Raises:
+    ValueError: the term has no per-sample loss, or bad options / features.
+  """
+  if term.per_sample is None:
+    raise ValueError(f'IPWD weighting needs a per-sample loss, and term {term.name!r} '
+                     f'({term.method}) does not define one (Term.per_sample).')
+  if estimator not in ESTIMATORS:
+    raise ValueError(f'ipw: estimator must be one of {ESTIMATORS}, got {estimator!r}.')
+  if not 0 < w_min <= w_max:
+    raise ValueError(f'ipw: need 0 < w_min <= w_max, got {w_min!r}, {w_max!r}.')
+  if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
+    raise ValueError(f'ipw: warmup_epochs must be >= 0, got {warmup_epochs!r}.')
+  f_shape = info.feature('student', feature).shape
+  if len(f_shape) != 2:
+    raise ValueError(f'ipw: the extra head reads a [N, C] vector; student {feature!r} has '
+                     f'shape {tuple(f_shape)}.')
+  k_shape = info.feature('student', logits_feature).shape
+  if len(k_shape) != 2 or k_shape[-1] != info.num_classes:
+    raise ValueError(f'ipw: {logits_feature!r} must be [N, {info.num_classes}] logits, got '
+                     f'{tuple(k_shape)}.')
+  head = ExtraHead(info.num_classes)
+
+  def init(rng, ctx: Context):
+    out = dict(term.init(rng, ctx)) if term.init is not None else {}
+    params = dict(out.get('params', {}))
+    if IPW_HEAD in params:
+      raise ValueError(f'ipw: term {term.name!r} already has parameters named {IPW_HEAD!r}.')
+    params[IPW_HEAD] = dict(head.init(jax.random.fold_in(rng, 7), ctx.student[feature]))['params']
+    out['params'] = params
+    return out
+
+  def per_sample(aux, ctx: Context):
+    inner = dict(aux)
+    params = dict(aux['params'])
+    head_params = params.pop(IPW_HEAD)
+    inner['params'] = params
+    values, metrics, state = term.per_sample(inner, ctx)
+    # The head estimates the propensity; it must not train the backbone.
+    z_cls = head.apply({'params': head_params}, jax.lax.stop_gradient(ctx.student[feature]))
+    ce = optax.softmax_cross_entropy_with_integer_labels(z_cls.astype(jnp.float32), ctx.labels)
+    w = ipw_weights(ctx.student[logits_feature], z_cls, ctx.labels, estimator=estimator,
+                    w_min=w_min, w_max=w_max, normalize=normalize)
+    if warmup_epochs > 0:
+      w = jnp.where(ctx.progress >= warmup_epochs, w, jnp.ones_like(w))
+    metrics = dict(metrics, ce_cls=jnp.mean(ce), w_max=jnp.max(w), w_min=jnp.min(w),
+                   cls_accuracy=jnp.mean(jnp.argmax(z_cls, -1) == ctx.labels))
+    return w * values + cls_weight * ce, metrics, state
+
+  def loss(aux, ctx: Context):
+    values, metrics, state = per_sample(aux, ctx)
+    return jnp.mean(values), metrics, state
+  return dataclasses.replace(term, loss=loss, init=init, per_sample=per_sample)
 
 
 @register_method('ipwd', family='logits', paper='Niu et al. 2022, Respecting Transfer Gap in '

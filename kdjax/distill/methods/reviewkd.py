@@ -33,12 +33,10 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_features
 from kdjax.distill import modules as ac
-from kdjax.distill.methods import ipwd as ipwd_losses
-from kdjax.distill.methods.ipwd import ExtraHead
+from kdjax.distill.methods import ipwd
 from kdjax.distill.modules import torch_bias_init, torch_kernel_init
 from kdjax.losses.features import adaptive_avg_pool_to
 from kdjax.models.common import batch_norm
@@ -175,10 +173,10 @@ def build_reviewkd(info: BuildInfo, *, weight: float = 1.0, warmup_epochs: float
                    ipw_cls_weight: float = 1.0) -> Term:
   """ABF fusion + HCL (mdistiller default weight 1; official CIFAR weights in the module doc).
 
-  ipw=True: ReviewKD + IPWD (IPWD appendix Table 2): each sample's HCL is
-  weighted by IPWD's w (`kdjax.losses.ipwd.ipw_weights` from the student's
-  logits and an extra linear CE head on stop_gradient(pooled), trained by
-  ipw_cls_weight * CE inside this term), i.e. mean_n w_n HCL_n.
+  ipw=True: ReviewKD + IPWD (IPWD appendix Table 2): the generic
+  `ipwd.with_ipw` applied to the per-sample HCL, i.e. mean_n w_n HCL_n +
+  ipw_cls_weight * CE(z_cls, y), with IPWD's w from the student's logits and
+  an extra linear CE head on stop_gradient(pooled).
   """
   def default_student():
     return info.stages('student') + ('pooled',)
@@ -211,40 +209,24 @@ def build_reviewkd(info: BuildInfo, *, weight: float = 1.0, warmup_epochs: float
                        f'{s_keys[i]!r} {s_shapes[i][1:3]}.')
   mid = min(max_mid_channels, s_shapes[-1][-1])
   fusion = ReviewFusion(mid, tuple(t[-1] for t in t_shapes), tuple(t[1:3] for t in t_shapes))
-  head = None
-  if ipw:
-    if ipw_estimator not in ipwd_losses.ESTIMATORS:
-      raise ValueError(f'reviewkd: ipw_estimator must be one of {ipwd_losses.ESTIMATORS}, got '
-                       f'{ipw_estimator!r}.')
-    if not 0 < ipw_w_min <= ipw_w_max:
-      raise ValueError(f'reviewkd: need 0 < ipw_w_min <= ipw_w_max, got {ipw_w_min}, {ipw_w_max}.')
-    if len(info.feature('student', 'pooled').shape) != 2:
-      raise ValueError("reviewkd: ipw needs the student's [N, C] 'pooled' feature.")
-    head = ExtraHead(info.num_classes)
 
   def init(rng, ctx: Context):
-    out = ac.init_modules(rng, {'fusion': (fusion, [as_map(ctx.student[k]) for k in s_keys])})
-    if head is not None:
-      out['params']['ipw_head'] = dict(head.init(jax.random.fold_in(rng, 7),
-                                                 ctx.student['pooled']))['params']
-    return out
+    return ac.init_modules(rng, {'fusion': (fusion, [as_map(ctx.student[k]) for k in s_keys])})
 
-  def loss(aux, ctx: Context):
-    stats, metrics, extra, weights = {}, {}, 0.0, None
+  def per_sample(aux, ctx: Context):
+    stats = {}
     outs = ac.apply_module(fusion, aux, 'fusion', [as_map(ctx.student[k]) for k in s_keys],
                            ctx.train, stats)
-    if head is not None:
-      z_cls = head.apply({'params': aux['params']['ipw_head']},
-                         jax.lax.stop_gradient(ctx.student['pooled']))
-      ce_cls = optax.softmax_cross_entropy_with_integer_labels(
-          z_cls.astype(jnp.float32), ctx.labels).mean()
-      weights = ipwd_losses.ipw_weights(ctx.student['logits'], z_cls, ctx.labels,
-                                        estimator=ipw_estimator, w_min=ipw_w_min,
-                                        w_max=ipw_w_max)
-      extra = ipw_cls_weight * ce_cls
-      metrics.update(ce_cls=ce_cls, w_max=jnp.max(weights), w_min=jnp.min(weights))
-    value = hcl_loss(outs, [as_map(ctx.teacher[k]) for k in t_keys], weights)
+    values = hcl_per_sample(outs, [as_map(ctx.teacher[k]) for k in t_keys])
     ramp = warmup_ramp(ctx.progress, warmup_epochs)
-    metrics.update(warmup=ramp, hcl=value)
-    return ramp * value + extra, metrics, ac.state_out(aux, stats)
-  return Term(name='reviewkd', method='reviewkd', weight=float(weight), loss=loss, init=init)
+    return ramp * values, dict(warmup=ramp, hcl=jnp.mean(values)), ac.state_out(aux, stats)
+
+  def loss(aux, ctx: Context):
+    values, metrics, state = per_sample(aux, ctx)
+    return jnp.mean(values), metrics, state
+  term = Term(name='reviewkd', method='reviewkd', weight=float(weight), loss=loss, init=init,
+              per_sample=per_sample)
+  if not ipw:
+    return term
+  return ipwd.with_ipw(term, info, estimator=ipw_estimator, w_min=ipw_w_min, w_max=ipw_w_max,
+                       cls_weight=ipw_cls_weight)
