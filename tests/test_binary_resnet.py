@@ -98,3 +98,52 @@ def test_binary_resnet_trains_a_few_steps():
   assert np.abs(np.asarray(moved)).max() > 0
   with pytest.raises(ValueError, match='depth'):
     B.binary_resnet(50, 10)
+
+
+@pytest.mark.parametrize('name,cifar,size', [('binary_resnet18', False, 64),
+                                             ('binary_resnet34', False, 64),
+                                             ('binary_resnet34_cifar', True, 32)])
+def test_registered_and_features_match_the_spec(name, cifar, size):
+  from kdjax import models
+  assert name in models.names()
+  model = models.create(name, 100)
+  assert model.cifar == cifar and model.spec().arch == name
+  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  v = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  logits, feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), v, x)
+  assert logits.shape == (2, 100)
+  assert set(feats) == set(model.spec().feature_names)
+  assert feats['pooled'].shape == (2, 512) and feats['last_map'].shape == feats['stage4'].shape
+  # Every parameter belongs to the stem, one stage, or the final BN / head.
+  from kdjax.models.spec import names_regex  # noqa: F401
+  import re
+  paths = ['/'.join(str(getattr(k, 'key', k)) for k in p)
+           for p, _ in jax.tree_util.tree_flatten_with_path(v['params'])[0]]
+  stage_re = [re.compile(r) for rs in model.spec().stage_params for r in rs]
+  loose = {p.split('/')[0] for p in paths if not any(r.search(p) for r in stage_re)}
+  assert loose == {'bn_final', 'head'}
+
+
+def test_adam_option_is_pytorch_adam_with_coupled_l2():
+  """optim.name='adam': torch.optim.Adam (L2 added to the gradient, bias-corrected moments,
+  eps outside the root), against a float64 numpy re-implementation, 3 steps."""
+  from kdjax import config as config_lib
+  from kdjax.train import optim
+  o = config_lib.ConfigDict(config_lib.base_config().optim.to_dict())
+  o.update(name='adam', lr=0.002, weight_decay=1e-4, schedule='constant')
+  rng = np.random.default_rng(0)
+  p0 = rng.normal(size=(4,))
+  params = {'student': {'w': jnp.asarray(p0, jnp.float32)}, 'aux': {}}
+  tx = optim.make_tx(o, optim.learning_rate(o, 1, 1), params)
+  state, p = tx.init(params), params
+  ref, m, v = p0.copy(), np.zeros(4), np.zeros(4)
+  for t in range(1, 4):
+    g = rng.normal(size=(4,))
+    gd = g + 1e-4 * ref
+    m = 0.9 * m + 0.1 * gd
+    v = 0.999 * v + 0.001 * gd ** 2
+    ref = ref - 0.002 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    u, state = tx.update({'student': {'w': jnp.asarray(g, jnp.float32)}, 'aux': {}}, state, p)
+    p = optax.apply_updates(p, u)
+  np.testing.assert_allclose(np.asarray(p['student']['w']), ref, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(ref, p0, atol=1e-3)

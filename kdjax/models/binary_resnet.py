@@ -20,9 +20,9 @@ real-valued, as in XNOR-Net / XNOR-Net++. Stages 64/128/256/512, blocks
 
 Features: `stem`, `stage1..4` (block outputs), `stage1..4_preact` (the same
 maps: a binary stage ends in a sum, no ReLU), `last_map` (ReLU(BN(stage4)),
-what is pooled), `pooled`, `logits`. Registered as binary_resnet18 and
-binary_resnet34 (ImageNet stem) and binary_resnet18_cifar /
-binary_resnet34_cifar (3x3 stem). The scales beta/gamma have one entry per
+what is pooled), `pooled` (the logits are returned beside them). Registered
+as binary_resnet18 and binary_resnet34 (ImageNet stem) and
+binary_resnet18_cifar / binary_resnet34_cifar (3x3 stem). The scales beta/gamma have one entry per
 output row/column, so parameter shapes depend on the input size.
 Not from an official release (the papers give no code): the block order
 (BN -> sign -> conv -> scale -> PReLU), the shortcut and the initialisations
@@ -155,7 +155,7 @@ class BinaryResNet(nn.Module):
     # A final BN + ReLU before pooling keeps the real-valued head on a normalised input.
     x = feats['last_map'] = nn.relu(common.batch_norm(train, 'bn_final')(x))
     feats['pooled'] = common.global_pool(x)
-    logits = feats['logits'] = common.Head(self.num_classes)(feats['pooled'])
+    logits = common.Head(self.num_classes)(feats['pooled'])
     return logits, feats
 
 
