@@ -13,6 +13,14 @@ teacher's pre-ReLU stage outputs and pooled vector. Recipe (`common.imagenet`,
 mdistiller's ImageNet solver): 100 epochs, batch 256, lr 0.1 /10 at 30/60/90,
 wd 1e-4, momentum 0.9. Teachers: `configs/imagenet.py:arch=...`; CIFAR-100
 teachers: `configs/rd_cifar100.py:arch=...`.
+
+DOT (Zhao et al. 2023; mdistiller `configs/cifar100/dot/*.yaml`,
+`configs/imagenet/*/dot.yaml`): KD trained with `optim.name='dot'` (separate
+momenta 0.9 -/+ delta for the CE and KD gradients). CIFAR-100: delta 0.075,
+KD tau 4 with CE 0.1 + KD 0.9, the RepDistiller recipe (240 epochs, batch 64,
+lr 0.05, 0.01 for ShuffleNetV2, /10 at 150/180/210, wd 5e-4). ImageNet:
+delta 0.09, KD tau 1 with CE 0.5 + KD 0.5, batch 512, lr 0.2, 100 epochs /10
+at 30/60/90, wd 1e-4.
 """
 
 from __future__ import annotations
@@ -34,6 +42,17 @@ TABLE = {
         ('resnet50', 'mobilenetv1'): _reviewkd_imagenet(8.0),
     },
 }
+def _kd(ce: float, weight: float, temperature: float) -> tuple[float, dict]:
+  return ce, {'kd': dict(method='kd', weight=weight, temperature=temperature)}
+
+
+TABLE[('cifar100', 'dot')] = {p: _kd(0.1, 0.9, 4.0) for p in (
+    ('resnet32x4', 'resnet8x4'), ('resnet32x4', 'shufflenetv2'), ('vgg13', 'vgg8'))}
+TABLE[('imagenet2012', 'dot')] = {p: _kd(0.5, 0.5, 1.0) for p in (
+    ('resnet34', 'resnet18'), ('resnet50', 'mobilenetv1'))}
+# data -> optimizer settings of the DOT cells (on top of the data's recipe).
+DOT_OPTIM = {'cifar100': dict(name='dot', dot_delta=0.075),
+             'imagenet2012': dict(name='dot', dot_delta=0.09, batch_size=512, lr=0.2)}
 RECIPES = {'imagenet2012': common.imagenet, 'cifar100': common.rd_cifar100}
 TEACHER_DIRS = {'imagenet2012': imagenet.teacher_dir, 'cifar100': rd_cifar100.teacher_dir}
 
@@ -52,6 +71,8 @@ def get_config(arg=None):
   ce, terms = pairs[(a.teacher, a.student)]
   c = common.with_teacher(RECIPES[a.data](a.student), a.teacher,
                           TEACHER_DIRS[a.data](a.teacher))
+  if a.method == 'dot':
+    c.optim.update(DOT_OPTIM[a.data])
   return common.with_terms(c, terms, ce)
 
 
