@@ -216,6 +216,7 @@ def test_bad_hyperparameters_fail_before_compile():
 # ----------------------------------------------------------------------------
 # Two stages through the real loop: teacher SS head, then the student.
 
+@pytest.mark.slow  # resnet20 teacher + three compiles: ~40 s of CPU time
 def test_two_stage_sskd_trains_on_digits(tmp_path):
   from kdjax.config import import_module
   from kdjax.train import loop
@@ -229,16 +230,16 @@ def test_two_stage_sskd_trains_on_digits(tmp_path):
   cfg.progress_bar = False
   cfg.log_every_steps = 1
   cfg.optim.batch_size = 16
+  spe = 1437 // 16
   with cfg.unlocked():
     cfg.stages = (
-        dict(name='teacher_ss', epochs=1, trainable=('^aux/sskd/teacher_head/',),
+        dict(name='teacher_ss', epochs=2 / spe, trainable=('^aux/sskd/teacher_head/',),
              optim=dict(lr=0.05, schedule='constant'),
              distill=dict(ce_weight=0.0, terms={'sskd': dict(method='sskd', phase='teacher_ss')})),
-        dict(name='main', epochs=1, trainable=('^student/', '^aux/sskd/student_head/'),
+        dict(name='main', epochs=2 / spe, trainable=('^student/', '^aux/sskd/student_head/'),
              distill=dict(ce_weight=0.1, terms={'sskd': dict(method='sskd')})),
     )
-  spe = 1437 // 16
-  loop.train_and_evaluate(cfg, str(tmp_path / 's'), stop_after_steps=spe + 1)
+  loop.train_and_evaluate(cfg, str(tmp_path / 's'))
   records = [json.loads(l) for l in open(os.path.join(tmp_path, 's', 'metrics.jsonl'))]
   train = [r for r in records if r['kind'] == 'train']
   assert any('sskd/ss_acc' in r and 'sskd/kd' not in r for r in train)   # teacher phase
