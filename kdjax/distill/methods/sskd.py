@@ -44,6 +44,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kdjax import losses
 from kdjax.distill import checks
@@ -81,8 +82,11 @@ def keep_mask(rank: Array, ratio: float) -> Array:
 
   Ties in rank go to the lower row (a stable sort; torch's argsort is unstable).
   """
+  m = rank.shape[0]
   wrong = jnp.sum(rank > 0)
-  keep = (rank.shape[0] - wrong) + jnp.floor(wrong.astype(jnp.float32) * ratio).astype(wrong.dtype)
+  # int(wrong * ratio) in float64 as the official code, tabulated for every possible count.
+  kept_wrong = jnp.asarray(np.array([int(w * ratio) for w in range(m + 1)], np.int32))
+  keep = (m - wrong) + kept_wrong[wrong]
   order = jnp.argsort(rank, stable=True)
   place = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
   return place < keep
