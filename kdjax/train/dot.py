@@ -16,12 +16,14 @@ Per parameter, following mdistiller's `dot` update (dampening 0):
   p <- p - lr (b_t + b_k)
 The first step sets a buffer to its gradient (PyTorch's rule), which is what a
 zero-initialised buffer gives. PyTorch knows which parameters got no gradient
-(`grad is None`); JAX gives zeros, so `task_mask` / `kd_mask` (bool pytrees
-like the parameters, default all True) say which gradients a parameter gets:
-e.g. a connector of a feature method is kd-only and the classifier of a
-feature method is task-only. With both masks all True, a parameter whose kd
-gradient is identically zero keeps beta_task where mdistiller would use the
-average momentum; the masks make the two agree.
+(`grad is None`: the loss does not reach them, e.g. a feature method's
+connector gets no task gradient and the classifier no distillation gradient).
+Here a gradient leaf may be None with the same meaning:
+`dot_value_and_grads(..., mark_unreached=True)` finds the structurally zero
+gradients in the traced backward pass (`reached`) and sets them to None, so
+the momenta follow mdistiller's choice for every method. `task_mask` /
+`kd_mask` (bool pytrees like the parameters) further remove gradients
+(frozen parameters: neither).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -102,10 +106,12 @@ def dot_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
                       'task loss and of the distillation loss.')
     if params is None and weight_decay:
       raise ValueError('dot_sgd: weight decay needs params in update().')
-    decay, has_task, has_kd = masks(grads.task)
+    decay, has_task, has_kd = masks(state.task_trace)
     lr = schedule(state.count)
 
-    def leaf(g_t, g_k, b_t, b_k, p, dec, t, k):
+    def leaf(b_t, b_k, g_t, g_k, p, dec, t, k):
+      # A None gradient is PyTorch's `grad is None`: the parameter is not reached.
+      t, k = bool(t) and g_t is not None, bool(k) and g_k is not None
       wd = weight_decay * p if (weight_decay and dec) else 0.0
       if t:
         b_t = (m_task if k else m_avg) * b_t + (g_t + wd)
@@ -115,12 +121,13 @@ def dot_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
         wd_k = 0.0 if t else jnp.where(state.count == 0, 0.0, 1.0) * wd
         b_k = (m_kd if t else m_avg) * b_k + (g_k + wd_k)
       step = (b_t if t else 0.0) + (b_k if k else 0.0)
-      return -lr * jnp.asarray(step, g_t.dtype) * jnp.ones_like(g_t), b_t, b_k
+      return -lr * jnp.asarray(step, b_t.dtype) * jnp.ones_like(b_t), b_t, b_k
 
-    p_tree = params if params is not None else grads.task
-    out = jax.tree.map(leaf, grads.task, grads.kd, state.task_trace, state.kd_trace, p_tree,
+    p_tree = params if params is not None else state.task_trace
+    # The traces fix the structure; a None gradient leaf is passed through as None.
+    out = jax.tree.map(leaf, state.task_trace, state.kd_trace, grads.task, grads.kd, p_tree,
                        decay, has_task, has_kd)
-    treedef = jax.tree.structure(grads.task)
+    treedef = jax.tree.structure(state.task_trace)
     flat = treedef.flatten_up_to(out)
     updates = treedef.unflatten([o[0] for o in flat])
     task_trace = treedef.unflatten([o[1] for o in flat])
@@ -130,13 +137,44 @@ def dot_sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
   return SplitGradientTransformation(init, update)
 
 
-def dot_value_and_grads(fn, params, *args):
+def reached(loss_fn, params, *args) -> Any:
+  """Which parameters the gradient of a scalar `loss_fn(params, *args)` reaches.
+
+  A bool pytree like `params`: False where the traced backward pass yields a
+  structural zero (JAX instantiates an unreached cotangent as a broadcast
+  literal 0), which is where PyTorch leaves `grad` None. Costs one extra trace,
+  no computation (the result is static).
+  """
+  closed, shapes = jax.make_jaxpr(jax.grad(loss_fn), return_shape=True)(params, *args)
+  jaxpr = closed.jaxpr
+  producer = {v: e for e in jaxpr.eqns for v in e.outvars}
+
+  def is_zero(v):
+    for _ in range(8):  # through reshapes / casts of the broadcast zero
+      if isinstance(v, jax_core.Literal):
+        return bool(np.all(np.asarray(v.val) == 0))
+      e = producer.get(v)
+      if e is None or e.primitive.name not in _ZERO_CARRIERS:
+        return False
+      v = e.invars[0]
+    return False
+
+  flags = [not is_zero(v) for v in jaxpr.outvars]
+  return jax.tree.unflatten(jax.tree.structure(shapes), flags)
+
+
+_ZERO_CARRIERS = ('broadcast_in_dim', 'convert_element_type', 'reshape')
+
+
+def dot_value_and_grads(fn, params, *args, mark_unreached: bool = False):
   """Both gradients from ONE forward pass, for the train step.
 
   Args:
     fn: `fn(params, *args) -> ((task_loss, kd_loss), aux)`.
     params: the differentiated parameters.
     *args: further inputs of fn (not differentiated).
+    mark_unreached: set the gradient leaves a loss does not reach to None
+      (PyTorch's `grad is None`, see `reached`), at the cost of two traces.
 
   Returns:
     ((task_loss, kd_loss), aux, DOTGrads(task=d task_loss, kd=d kd_loss)).
@@ -146,4 +184,8 @@ def dot_value_and_grads(fn, params, *args):
   one, zero = jnp.ones_like(task_loss), jnp.zeros_like(task_loss)
   (g_task,) = vjp((one, jnp.zeros_like(kd_loss)))
   (g_kd,) = vjp((zero, jnp.ones_like(kd_loss)))
+  if mark_unreached:
+    keep = lambda g, r: g if r else None
+    g_task = jax.tree.map(keep, g_task, reached(lambda p: fn(p, *args)[0][0], params))
+    g_kd = jax.tree.map(keep, g_kd, reached(lambda p: fn(p, *args)[0][1], params))
   return losses, aux, DOTGrads(g_task, g_kd)

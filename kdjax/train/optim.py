@@ -141,10 +141,8 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
 def _dot_tx(optim, schedule, params, paths, decay_mask, is_trainable, update_groups):
   """`dot.dot_sgd` with freezing as masks: a frozen leaf gets neither gradient (no update, no decay).
 
-  The task (CE) gradient reaches only the student (`student/...`); the
-  distillation gradient reaches every trainable leaf. A student leaf that no
-  term reaches (a feature method's classifier) keeps two buffers where
-  mdistiller, which sees `grad is None`, keeps one with the mean momentum.
+  Which trainable leaves each loss reaches is found by the step (gradients
+  the loss does not reach arrive as None, as PyTorch's `grad is None`).
   """
   if len(update_groups) > 1:
     raise ValueError("optim.name='dot' cannot run a method with several update groups (DML-style "
@@ -157,9 +155,8 @@ def _dot_tx(optim, schedule, params, paths, decay_mask, is_trainable, update_gro
   del paths
   in_group = lambda k: not update_groups or group_of(k, update_groups) is not None
   train = label_tree(params, lambda k: is_trainable(k) and in_group(k))
-  task = label_tree(params, lambda k: k.startswith('student/') and is_trainable(k) and in_group(k))
   return dot.dot_sgd(schedule, momentum=optim.momentum, delta=optim.dot_delta,
-                     weight_decay=optim.weight_decay, decay_mask=decay_mask, task_mask=task,
+                     weight_decay=optim.weight_decay, decay_mask=decay_mask, task_mask=train,
                      kd_mask=train)
 
 

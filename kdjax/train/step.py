@@ -159,7 +159,8 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
         def pair_fn(p):
           total, (m, bs, auxs, parts) = loss_fn(p, batch_stats, aux_states)
           return parts, (total, m, bs, auxs)
-        _, (total, m, bs, auxs), grads = dot_lib.dot_value_and_grads(pair_fn, params)
+        _, (total, m, bs, auxs), grads = dot_lib.dot_value_and_grads(pair_fn, params,
+                                                                    mark_unreached=True)
         return (total, (m, bs, auxs)), grads
     else:
       value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
@@ -190,7 +191,10 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       finite = finite & jnp.isfinite(loss)
       grad_sq = grad_sq + optax.tree.norm(grads) ** 2
     if split:  # the norm of the total gradient, as for the other optimizers
-      grad_sq = optax.tree.norm(jax.tree.map(jnp.add, grads.task, grads.kd)) ** 2
+      # (a None leaf is a gradient the loss does not reach: zero)
+      total_grad = jax.tree.map(lambda p, a, b: sum(g for g in (a, b) if g is not None)
+                                + jnp.zeros_like(p), params, grads.task, grads.kd)
+      grad_sq = optax.tree.norm(total_grad) ** 2
       grads = None
     grad_norm = jnp.sqrt(grad_sq) if (grouped or split) else optax.tree.norm(grads)
     candidate = {'params': params, 'batch_stats': batch_stats, 'aux_state': aux_states, 'opt': opt}
