@@ -19,6 +19,7 @@ from kdjax.train import loop
 SPECIAL = {
     'dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None},
     'one': {'model.name': 'one_resnet8', 'distill.ce_weight': 0.0, 'teacher': None},
+    'okddip': {'model.name': 'okddip_resnet8', 'distill.ce_weight': 1.0, 'teacher': None},
     'self_guidance': {'model.name': 'resnet14', 'distill.ce_weight': 0.0, 'teacher': None},
     'stochastic_depth': {'model.name': 'resnet14', 'teacher': None},
     'ie_dml': {'model.cohort': ('resnet8', 'resnet8'), 'distill.ce_weight': 0.0, 'teacher': None},

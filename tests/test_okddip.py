@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from kdjax import models
 from kdjax.distill import api
 from kdjax.distill.methods import okddip as method
 from kdjax.models import okddip
@@ -44,6 +45,13 @@ def test_parameter_count_matches_paper():
   n = count(v['params'])
   assert n == reference_count(32, 7, 4) == 1530092
   assert round(n / 1e6, 2) == 1.53
+  # The zoo name, as configs use it.
+  zoo = models.create('okddip_resnet32', 7)
+  assert models.param_count(jax.eval_shape(
+      lambda k: zoo.init(k, jnp.zeros((2, 32, 32, 3))), jax.random.key(0))) == 1530092
+  assert zoo.spec().arch == 'okddip_resnet32'
+  with pytest.raises(ValueError, match='unsupported base'):
+    models.create('okddip_wrn_16_2', 7)
 
 
 def test_attention_targets_and_features():
@@ -108,12 +116,12 @@ def test_okddip_kl_zero_at_equal_and_rampup():
 
 
 def test_okddip_trains_a_few_steps():
-  model = okddip.create_okddip('resnet8', 10)
+  model = models.create('okddip_resnet8', 10)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(16, 8, 8, 1)), jnp.float32)
   y = jnp.arange(16, dtype=jnp.int32) % 10
   v = jax.jit(lambda k: model.init(k, x))(jax.random.key(0))
   shapes = jax.eval_shape(lambda: model.apply(v, x)[1])
-  info = api.BuildInfo(shapes, None, 10, 16, student_arch='okddip_resnet8')
+  info = api.BuildInfo(shapes, None, 10, 16, student_spec=model.spec())
   (term,) = api.resolve_terms([dict(method='okddip', rampup_epochs=0.0)], info)
   ctx0 = api.example_context(info, batch=16)
   tx = optax.sgd(0.1, momentum=0.9, nesterov=True)

@@ -36,7 +36,8 @@ shufflenetv1, shufflenetv2, resnet10/18/34/50_cifar (RD resnetv2; 10 = [1,1,1,1]
 mobilenetv1_cifar (IE-KD's CIFAR MobileNet), the ImageNet resnet18, resnet34,
 resnet50 (torchvision) and mobilenetv1 (mdistiller), and one_<base> (ONE's 3-branch
 network on a CIFAR resnet{6n+2} or wrn_d_w, models/one.py; `branches` and `block`
-overrides).
+overrides), and okddip_<base> (OKDDip's peers + group leader on a CIFAR resnet{6n+2},
+models/okddip.py; `branches`, `factor` and `block` overrides).
 
 Overrides every model accepts (`create(name, k, **overrides)`): `dtype` (compute
 dtype of convs / dense layers, e.g. jnp.bfloat16; parameters, BatchNorm and the
@@ -53,8 +54,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from kdjax.models import (binary_resnet, mobilenetv1, mobilenetv2, one, resnet_cifar, resnet_imagenet,
-                          shufflenet, vgg, wrn)
+from kdjax.models import (binary_resnet, mobilenetv1, mobilenetv2, okddip, one, resnet_cifar,
+                          resnet_imagenet, shufflenet, vgg, wrn)
 from kdjax.models.spec import ModelSpec, with_prefix
 
 # Each family module exports FACTORIES (name -> factory(num_classes, **overrides)) and,
@@ -62,7 +63,7 @@ from kdjax.models.spec import ModelSpec, with_prefix
 # (the ImageNet resnet18/34/50 over the CIFAR resnet{6n+2}); adding an architecture
 # is one family module added here.
 _FAMILIES = (resnet_cifar, wrn, vgg, mobilenetv2, shufflenet, resnet_imagenet, mobilenetv1, one,
-             binary_resnet)
+             binary_resnet, okddip)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 for _fam in _FAMILIES:
   _REGISTRY.update(_fam.FACTORIES)

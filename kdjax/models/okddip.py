@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from kdjax.models import common
 from kdjax.models.one import _ResNetBranch
+from kdjax.models.spec import ModelSpec, names_regex
 
 # PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
 _torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
@@ -63,18 +64,34 @@ class OKDDipNet(nn.Module):
   factor: int = 8
   block: str = 'basic'
   arch: str = 'okddip'
+  dtype: Any = None
+  bn_unbiased_running_var: bool = False
+
+  def spec(self) -> ModelSpec:
+    branch = [f'branch{b}/{k}' for b in range(self.branches)
+              for k in ('stage3', 'pooled', 'logits')]
+    names = ('stem', 'stage1', 'stage2', *branch, 'peers/attention', 'peers/targets', 'stage3',
+             'last_map', 'pooled')
+    # Stage 3 exists once per branch: params_up_to(3) is every branch's stage 3 (the
+    # `stage3` feature itself is the leader's), as ONE's.
+    return ModelSpec(
+        arch=self.arch, feature_names=names, num_stages=3, num_blocks=0, bn_before_relu={},
+        has_forward_from=False,
+        stage_params=((names_regex(['conv1', 'bn1']),), (r'^layer1_\d+/',), (r'^layer2_\d+/',),
+                      (r'^branch\d+/layer3_\d+/',)))
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, branch_scale: Any = None):
     common.no_branch_scale(branch_scale, self.arch)
+    L = common.layers_of(self)
     feats = {}
     n = (self.depth - 2) // 6
     block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
-    x = common.conv(16, 3, name='conv1')(x)
-    x = feats['stem'] = nn.relu(common.batch_norm(train, 'bn1')(x))
+    x = L.conv(16, 3, name='conv1')(x)
+    x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
     for k, planes in ((1, 16), (2, 32)):
       for i in range(n):
-        x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, name=f'layer{k}_{i}')(
+        x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, layers=L, name=f'layer{k}_{i}')(
             x, train=train)
       feats[f'stage{k}'] = x
 
@@ -85,7 +102,7 @@ class OKDDipNet(nn.Module):
                    name='key_weight')
     peer_logits, queries, keys = [], [], []
     for b in range(self.branches):
-      logits, stage3, last, pooled = _ResNetBranch(n, 64, self.block, self.num_classes,
+      logits, stage3, last, pooled = _ResNetBranch(n, 64, self.block, self.num_classes, layers=L,
                                                    name=f'branch{b}')(x, train=train)
       feats[f'branch{b}/stage3'] = stage3
       feats[f'branch{b}/pooled'] = pooled
@@ -100,15 +117,17 @@ class OKDDipNet(nn.Module):
     attention, targets = peer_attention(jnp.stack(queries, 1), jnp.stack(keys, 1),
                                         jnp.stack(peer_logits, 1))
     feats['peers/attention'], feats['peers/targets'] = attention, targets
-    return feats['logits'], feats
+    return common.float32_outputs(feats['logits'], feats)
 
 
 _RESNET = re.compile(r'resnet(\d+)')
 
 
 def create_okddip(base_arch: str, num_classes: int, branches: int = 4, factor: int = 8,
-                  block: str = 'basic') -> OKDDipNet:
+                  block: str = 'basic', **kw) -> OKDDipNet:
   """OKDDip network on a CIFAR 'resnet{6n+2}' (branches - 1 peers and one leader).
+
+  **kw: `dtype`, `bn_unbiased_running_var` (as every zoo model).
 
   Raises:
     ValueError: unsupported base architecture, bad depth, fewer than 2 peers, bad block.
@@ -128,7 +147,20 @@ def create_okddip(base_arch: str, num_classes: int, branches: int = 4, factor: i
   if factor < 1 or 64 % factor:
     raise ValueError(f'create_okddip: factor must divide 64, got {factor}.')
   return OKDDipNet(d, num_classes, branches=branches, factor=factor, block=block,
-                   arch=f'okddip_{base_arch}')
+                   arch=f'okddip_{base_arch}', **kw)
+
+
+FACTORIES: dict = {}   # okddip_<base> names are parsed by `match`
+PATTERN_HELP = 'okddip_<base> (base resnet{6n+2})'
+
+
+def match(name: str):
+  """A factory for okddip_<base>, else None; an unsupported base raises here."""
+  if not name.startswith('okddip_'):
+    return None
+  base = name[len('okddip_'):]
+  create_okddip(base, 1)    # rejects an unsupported base here, with its own message
+  return lambda k, **kw: create_okddip(base, k, **kw)
 
 
 __all__ = ['OKDDipNet', 'create_okddip', 'peer_attention']
