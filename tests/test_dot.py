@@ -162,7 +162,8 @@ def _dot_setup(loss=_conn_loss, **optim_kw):
   term = Term(name='probe', method='test', weight=0.7, loss=loss, needs_teacher=False)
   cfg = step_lib.StepConfig(seed=0, steps_per_epoch=1, stage_start_step=0, stage_epochs=1.0,
                             ce_weight=0.3, num_classes=3)
-  step = jax.jit(step_lib.make_train_step(student=model, teacher=None, terms=[term], tx=tx,
+  step = jax.jit(step_lib.make_train_step(student=model, teacher=None,
+                                          terms=[term] if loss is not None else [], tx=tx,
                                           batch_fn=lambda d, s, k: d, cfg=cfg))
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'batch_stats': v['batch_stats'],
            'aux_state': {}, 'opt': tx.init(params)}
@@ -254,3 +255,19 @@ def test_reached_finds_structurally_zero_gradients():
   flags = dot.reached(loss, p, jnp.ones((4, 3)))
   # 'c' is reached (times zero is still a path, as in PyTorch); 'b' is cut; 'd' is unused.
   assert flags == {'a': True, 'b': False, 'c': True, 'd': False}
+
+
+def test_dot_without_distillation_terms_is_exactly_sgd():
+  # No term reaches any parameter: every leaf is task-only and uses the mean momentum
+  # (= optim.momentum), which is PyTorch SGD; the connector gets no gradient at all.
+  _, data, dstep, dstate = _dot_setup(None, name='dot', dot_delta=0.075)
+  _, _, sstep, sstate = _dot_setup(None, name='sgd')
+  for _ in range(3):
+    dstate, _ = dstep(dstate, None, data)
+    sstate, _ = sstep(sstate, None, data)
+  for a, b in zip(jax.tree.leaves(dstate['params']['student']),
+                  jax.tree.leaves(sstate['params']['student'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # PyTorch skips a parameter whose grad is None (no decay either); so does DOT.
+  w0 = _dot_setup(None, name='dot')[3]['params']['aux']['probe']['w']
+  np.testing.assert_array_equal(np.asarray(dstate['params']['aux']['probe']['w']), np.asarray(w0))
