@@ -6,6 +6,8 @@ one-stage PS-KD setting and ImageNet (WSLD protocol).
   kdjax train --config configs/ipwd.py:teacher=resnet32x4,student=resnet8x4 --workdir runs/cifar100/ipwd/ipwd_resnet32x4_resnet8x4
   ...:teacher=resnet32x4,student=resnet8x4,star      IPWD*: the CE-aware output from a second student
   ...:teacher=resnet32x4,student=resnet8x4,dagger    IPWD-dagger: propensity from an extra plain-KD head
+  ...:method=kd_la,teacher=resnet32x4,student=resnet8x4              KD + logit adjustment (appendix 2.3)
+  ...:method=reviewkd_ipwd,teacher=resnet56,student=resnet20         ReviewKD + IPWD (appendix Table 2)
   kdjax train --config configs/ipwd.py:method=pskd,student=resnet18_cifar --workdir runs/cifar100/ipwd/pskd_resnet18_cifar
   kdjax train --config configs/ipwd.py:data=imagenet2012,method=wsld,teacher=resnet34,student=resnet18 \
       --workdir runs/imagenet2012/ipwd/wsld_resnet34_resnet18
@@ -15,6 +17,9 @@ Two-stage IPWD (CRD protocol and teachers, `configs/rd_cifar100.py`): 0.1 CE + C
 sigmoid(log p_kd(y) - log p_cls(y)) (estimator prob_ratio; ce_ratio also). The KD and WSLD rows
 are `rd_cifar100`'s kd / wsld cells. Options: estimator, warmup (epochs before weighting), w_max,
 alpha, temperature.
+Appendix Table 2 (method=reviewkd / reviewkd_ipwd, CE 1, official ReviewKD weights, 20-epoch
+warm-up; +IPWD weights each sample's HCL, `estimator` and `w_max` apply) and appendix 2.3
+(method=kd_la: 0.1 CE + 0.9 KD with the student logits shifted by log(class prior), tau 4).
 One-stage setting (PS-KD recipe: 300 epochs, Nesterov, lr 0.1 /10 at 150, 225, wd 5e-4, batch
 128): pskd (alpha_T 0.8; `baseline` = plain CE) and ipwd_pskd (IPWD with PS-KD's progressive
 target as teacher distribution, alpha 1, tau 1).
@@ -41,6 +46,16 @@ IMAGENET = {
     'ipwd': (0.1, {'ipwd': dict(method='ipwd', alpha=0.9, temperature=2.0)}),
 }
 ONE_STAGE_ARCHS = ('resnet18_cifar',)
+# Appendix Table 2: ReviewKD and ReviewKD + IPWD (the IPWD weights on each sample's HCL, extra CE
+# head as IPWD's). Weights from the official ReviewKD script (script/reviewKD.sh), CE 1, 20-epoch
+# warm-up; the +IPWD row adds ipw=True with IPWD's defaults (prob_ratio, w in [1, 10]).
+REVIEWKD = {('wrn_40_2', 'wrn_16_2'): 5.0, ('resnet56', 'resnet20'): 0.6,
+            ('resnet110', 'resnet32'): 1.0, ('resnet32x4', 'shufflenetv2'): 8.0,
+            ('wrn_40_2', 'shufflenetv1'): 5.0}
+REVIEWKD_METHODS = ('reviewkd', 'reviewkd_ipwd')
+# Appendix 2.3: KD + logit adjustment (kd's logit_adjust_tau, prior from the training labels),
+# RD's KD constants (0.1 CE, 0.9 KD, tau 4), on the pairs of Tables 1 and 3.
+KD_LA = (0.1, {'kd': dict(method='kd', weight=0.9, temperature=4.0, logit_adjust_tau=1.0)})
 
 
 def _parse(arg):
@@ -67,7 +82,16 @@ def get_config(arg=None):
   common.choose('data', a.data, ('cifar100', 'imagenet2012'))
   if a.data == 'imagenet2012':
     return wsld_imagenet(a)
-  common.choose('method', a.method, ('ipwd',) + ONE_STAGE)
+  common.choose('method', a.method, ('ipwd', 'kd_la') + REVIEWKD_METHODS + ONE_STAGE)
+  if a.method in REVIEWKD_METHODS:
+    common.choose('teacher,student (ReviewKD, appendix Table 2)', (a.teacher, a.student),
+                  REVIEWKD)
+    c = common.with_teacher(common.rd_cifar100(a.student), a.teacher,
+                            rd_cifar100.teacher_dir(a.teacher))
+    term = dict(method='reviewkd', weight=REVIEWKD[(a.teacher, a.student)], warmup_epochs=20.0)
+    if a.method == 'reviewkd_ipwd':
+      term.update(ipw=True, ipw_estimator=a.estimator, ipw_w_max=a.w_max)
+    return common.with_terms(c, {'reviewkd': term}, 1.0)
   if a.method in ONE_STAGE:
     common.choose('student', a.student, ONE_STAGE_ARCHS)
     c = pskd_recipe(a.student)
@@ -81,6 +105,8 @@ def get_config(arg=None):
   if a.star or a.dagger:
     common.choose('teacher,student (IPWD* / IPWD-dagger)', (a.teacher, a.student), TABLE3_PAIRS)
   c = common.with_teacher(common.rd_cifar100(a.student), a.teacher, rd_cifar100.teacher_dir(a.teacher))
+  if a.method == 'kd_la':
+    return common.with_terms(c, KD_LA[1], KD_LA[0])
   term = dict(method='ipwd', alpha=a.alpha, temperature=a.temperature, estimator=a.estimator,
               warmup_epochs=a.warmup, w_max=a.w_max)
   if a.star:
@@ -98,12 +124,14 @@ def workdir(arg):
   if a.method in ONE_STAGE:
     return f'runs/cifar100/ipwd/{a.method}{"_baseline" if a.baseline else ""}_{a.student}'
   suffix = '_star' if a.star else '_dagger' if a.dagger else ''
-  return f'runs/cifar100/ipwd/ipwd{suffix}_{a.teacher}_{a.student}'
+  return f'runs/cifar100/ipwd/{a.method}{suffix}_{a.teacher}_{a.student}'
 
 
 def cells():
   out = [f'teacher={t},student={s}' for t, s in PAIRS]
   out += [f'teacher={t},student={s},{o}' for o in ('star', 'dagger') for t, s in TABLE3_PAIRS]
+  out += [f'method=kd_la,teacher={t},student={s}' for t, s in PAIRS]
+  out += [f'method={m},teacher={t},student={s}' for m in REVIEWKD_METHODS for t, s in REVIEWKD]
   out += [f'method={m},student={s}' for m in ONE_STAGE for s in ONE_STAGE_ARCHS]
   out += [f'method=pskd,student={s},baseline' for s in ONE_STAGE_ARCHS]
   return out + [f'data=imagenet2012,method={m},teacher={t},student={s}' for m in IMAGENET

@@ -48,7 +48,19 @@ ONE_STAGE = {
                               warmup_epochs=20.0)}),
     # WSLD's CIFAR constants are unpublished: tau 4 as RD's KD, weight 2.5 as its ImageNet code.
     'wsld': (1.0, {'wsld': dict(method='wsld', weight=2.5, temperature=4.0)}),
+    # DIST (Huang et al. 2022), its CIFAR-100 settings: beta = gamma = 2, tau 4, CE 1.
+    'dist': (1.0, {'dist': dict(method='dist', weight=1.0, beta=2.0, gamma=2.0,
+                                temperature=4.0)}),
+    # Logit standardization (Sun et al. 2024, mdistiller-based code): CE 0.1, KD 9, base tau
+    # per pair (LSKD_T, else 2); LSKD_WEIGHT overrides the KD weight.
+    'lskd': (0.1, {'lskd': dict(method='lskd', weight=9.0, temperature=2.0)}),
+    # KDSVD (Lee et al. 2018), RepDistiller's `--distill kdsvd`: weight 1, k 1, CE 1; defined
+    # only where each stage pair has equal channels (KDSVD_NA are rejected at setup).
+    'kdsvd': (1.0, {'kdsvd': dict(method='kdsvd', weight=1.0, k=1)}),
 }
+LSKD_T = {('vgg13', 'vgg8'): 3.0, ('vgg13', 'mobilenetv2'): 3.0,
+          ('resnet50_cifar', 'mobilenetv2'): 3.0}
+LSKD_WEIGHT = {('resnet50_cifar', 'mobilenetv2'): 1.0}
 DKD_BETA = {('resnet56', 'resnet20'): 2.0, ('resnet110', 'resnet32'): 2.0, ('vgg13', 'vgg8'): 6.0,
             ('wrn_40_2', 'wrn_16_2'): 6.0, ('wrn_40_2', 'wrn_40_1'): 6.0}
 
@@ -68,6 +80,7 @@ METHODS = tuple(ONE_STAGE) + TWO_STAGE
 FSP_NA = (('vgg13', 'mobilenetv2'), ('resnet50_cifar', 'mobilenetv2'), ('resnet50_cifar', 'vgg8'),
           ('resnet32x4', 'shufflenetv1'), ('resnet32x4', 'shufflenetv2'),
           ('wrn_40_2', 'shufflenetv1'), ('wrn_40_2', 'wrn_40_1'))
+KDSVD_NA = (('wrn_40_2', 'wrn_40_1'),) + CROSS_FAMILY
 # RD helper/pretrain.py: FT's init lr is 0.01 for these students.
 _FT_LOW_LR = ('resnet8', 'resnet14', 'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110',
               'resnet8x4', 'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2')
@@ -117,6 +130,10 @@ def distill(method: str, teacher: str, student: str, recipe=common.rd_cifar100,
     ce, terms = ONE_STAGE[method]
     if method == 'dkd':
       terms = {'dkd': dict(terms['dkd'], beta=DKD_BETA.get((teacher, student), 8.0))}
+    if method == 'lskd':
+      pair = (teacher, student)
+      terms = {'lskd': dict(terms['lskd'], temperature=LSKD_T.get(pair, 2.0),
+                            weight=LSKD_WEIGHT.get(pair, 9.0))}
     return common.with_terms(c, common.match_stages(terms, teacher, student), ce)
   if method.endswith('_2stage'):
     common.with_terms(c, common.KD, 0.1)
@@ -158,6 +175,8 @@ def cells():
 # Cells that fail when the run is set up, with the reason (RD's "N/A").
 REJECTED = {f'method={m},teacher={t},student={s}': 'channel counts must match'
             for m in ('fsp', 'fsp_2stage') for t, s in FSP_NA}
+REJECTED.update({f'method=kdsvd,teacher={t},student={s}': 'equal channel counts'
+                 for t, s in KDSVD_NA})
 # The 2-stage FSP's pair weights [1, 3, 1] are defined for 3-stage ResNets / WRNs; VGG has 4.
 REJECTED['method=fsp_2stage,teacher=vgg13,student=vgg8'] = '3 pair_weights for 4 pairs'
 
