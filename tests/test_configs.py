@@ -131,6 +131,15 @@ SAMPLE = (
     ('srrl', 'protocol=srrl,data=cifar100,teacher=resnet34_narrow,student=resnet10_narrow'),
     ('ipwd', 'method=ipwd_pskd,student=resnet18_cifar'),
     ('tfkd', 'method=tfkd_reg'),
+    # Issue-13 methods: one cell each (the KDSVD cell is a rejected one).
+    ('rd_cifar100', 'method=dist,teacher=resnet56,student=resnet20'),
+    ('rd_cifar100', 'method=lskd,teacher=vgg13,student=vgg8'),
+    ('rd_cifar100', 'method=kdsvd,teacher=resnet56,student=resnet20'),
+    ('rd_cifar100', 'method=kdsvd,teacher=wrn_40_2,student=wrn_40_1'),
+    ('ipwd', 'method=kd_la,teacher=resnet110,student=resnet20'),
+    ('ipwd', 'method=reviewkd_ipwd,teacher=resnet56,student=resnet20'),
+    ('self_guidance', 'data=fer2013,arch=resnet32,method=okddip'),
+    ('mdistiller', 'data=imagenet2012,method=reviewkd,teacher=resnet34,student=resnet18'),
 )
 
 
@@ -236,6 +245,37 @@ def test_rd_cifar100_table_values():
     (hint, _), (main, terms) = resolve(load(f'method={m},teacher=resnet56,student=resnet20'))
     assert hint.epochs == 100 and hint.optim.lr == 0.001 and hint.optim.boundaries_epochs == (60, 80)
     assert [t.method for t in terms] == ['kd'] and main.distill.ce_weight == 0.1
+
+
+def test_issue13_method_cells_table_values():
+  load = lambda spec: config_lib.load(spec)
+  c = load('rd_cifar100:method=dist,teacher=resnet32x4,student=resnet8x4')
+  assert c.distill.ce_weight == 1.0
+  assert (c.distill.terms.dist.beta, c.distill.terms.dist.gamma) == (2.0, 2.0)
+  c = load('rd_cifar100:method=lskd,teacher=resnet32x4,student=resnet8x4')
+  assert (c.distill.ce_weight, c.distill.terms.lskd.weight) == (0.1, 9.0)
+  assert c.distill.terms.lskd.temperature == 2.0
+  assert load('rd_cifar100:method=lskd,teacher=vgg13,student=vgg8').distill.terms.lskd.temperature == 3.0
+  c = load('rd_cifar100:method=lskd,teacher=resnet50_cifar,student=mobilenetv2')
+  assert (c.distill.terms.lskd.temperature, c.distill.terms.lskd.weight) == (3.0, 1.0)
+  assert 'method=kdsvd,teacher=vgg13,student=vgg8' not in config_cli.rejected('rd_cifar100')
+  assert config_cli.rejected('rd_cifar100')['method=kdsvd,teacher=resnet32x4,student=shufflenetv2']
+  c = load('ipwd:method=kd_la,teacher=resnet32x4,student=resnet8x4')
+  assert c.distill.ce_weight == 0.1 and c.distill.terms.kd.logit_adjust_tau == 1.0
+  weights = {'wrn_40_2,student=wrn_16_2': 5.0, 'resnet56,student=resnet20': 0.6,
+             'resnet110,student=resnet32': 1.0, 'resnet32x4,student=shufflenetv2': 8.0,
+             'wrn_40_2,student=shufflenetv1': 5.0}
+  for pair, w in weights.items():
+    for m in ('reviewkd', 'reviewkd_ipwd'):
+      t = load(f'ipwd:method={m},teacher={pair}').distill.terms.reviewkd
+      assert (t.weight, t.warmup_epochs, t.get('ipw', False)) == (w, 20.0, m == 'reviewkd_ipwd')
+  c = load('self_guidance:data=raf,arch=resnet32,method=okddip')
+  assert c.model.name == 'okddip_resnet32' and c.distill.ce_weight == 1.0 and not c.teacher.arch
+  assert c.distill.terms.okddip.rampup_epochs == 80.0 and c.epochs == 300
+  for t, s, w in (('resnet34', 'resnet18', 1.0), ('resnet50', 'mobilenetv1', 8.0)):
+    c = load(f'mdistiller:data=imagenet2012,method=reviewkd,teacher={t},student={s}')
+    assert (c.distill.terms.reviewkd.weight, c.distill.terms.reviewkd.warmup_epochs) == (w, 1.0)
+    assert c.optim.boundaries_epochs == (30, 60, 90) and c.optim.batch_size == 256
 
 
 def test_kd_beyond_compression_table_values():
