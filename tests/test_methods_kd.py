@@ -162,3 +162,23 @@ def test_with_ipw_rejects_terms_without_per_sample_and_bad_options():
     ipwd.with_ipw(kd_lib.build_kd(info), info, feature='pooledd')
   with pytest.raises(ValueError, match='w_min <= w_max'):
     ipwd.with_ipw(kd_lib.build_kd(info), info, w_min=2.0, w_max=1.0)
+
+
+def test_registered_ipw_method_wraps_a_config_entry():
+  s, t, pooled = rand(9, 8, 5, scale=2.0), rand(10, 8, 5, scale=2.0), rand(11, 8, 6)
+  labels = jnp.asarray([4, 3, 2, 1, 0, 4, 3, 2], jnp.int32)
+  info = logits_info(5, pooled=6)
+  (term,) = api.resolve_terms([dict(method='ipw', name='kd_ipw', cls_weight=0.0, w_max=3.0,
+                                    term=dict(method='kd', weight=0.5, temperature=2.0))], info)
+  assert (term.name, term.method, term.weight) == ('kd_ipw', 'kd', 0.5)
+  aux = term.init(jax.random.key(1), api.example_context(info))
+  ctx = make_ctx(s, t, labels, pooled)
+  value, metrics, _ = term.loss(aux, ctx)
+  z_cls = ipwd.ExtraHead(5).apply({'params': aux['params']['ipw_head']}, jnp.asarray(pooled))
+  w = np.asarray(ipwd.ipw_weights(jnp.asarray(s), z_cls, labels, w_max=3.0))
+  np.testing.assert_allclose(float(value), np.mean(w * np_kl_rows(s, t, 2.0)), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['w_max']), w.max(), rtol=1e-6)
+  with pytest.raises(ValueError, match='per-sample loss'):
+    api.resolve_terms([dict(method='ipw', term=dict(method='dist'))], info)
+  with pytest.raises(ValueError, match='has no hyper-parameter'):
+    api.resolve_terms([dict(method='ipw', term=dict(method='kd', tau=2.0))], info)

@@ -11,7 +11,8 @@ Synopsis:
   (with w = 1 this is exactly PS-KD).
   Any other term with a per-sample loss (`Term.per_sample`: kd, reviewkd):
       term = with_ipw(term, info)      # mean_n w_n l_n + cls_weight * CE(z_cls, y)
-  (ReviewKD + IPWD, IPWD appendix 2.2, is reviewkd's ipw=True).
+  or, in a config, dict(method='ipw', term=dict(method='reviewkd', weight=5.0)).
+  (ReviewKD + IPWD, IPWD appendix 2.2, is also reviewkd's ipw=True.)
 
   The term adds an extra linear head z_cls on stop_gradient(pooled) trained
   with CE (`cls_weight`), and returns
@@ -65,6 +66,7 @@ stated intent. Both are clipped and normalised the same way.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import chex
 import flax.linen as nn
@@ -72,6 +74,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax.distill import api
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 from kdjax.distill.methods.pskd import pskd_memory_init, pskd_objective
@@ -345,3 +348,26 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
   return Term(name='ipwd', method='ipwd', weight=float(weight), loss=loss,
               init=init if (cls_feature is None or use_pskd or dagger) else None,
               needs_teacher=not use_pskd, needs=Needs(index=use_pskd))
+
+
+@register_method('ipw', family='logits', paper='Niu et al. 2022, Respecting Transfer Gap in '
+                 'Knowledge Distillation (IPWD), appendix 2.2: IPWD weights on any loss')
+def build_ipw(info: BuildInfo, *, term: Mapping[str, Any] | None = None,
+              estimator: str = 'prob_ratio', w_min: float = 1.0, w_max: float = 10.0,
+              normalize: bool = True, cls_weight: float = 1.0, warmup_epochs: float = 0.0,
+              feature: str = 'pooled', logits_feature: str = 'logits') -> Term:
+  """IPWD's per-sample weights on another term's per-sample loss (`with_ipw`).
+
+  term: the wrapped entry, e.g. dict(method='reviewkd', weight=5.0) (default:
+  RD's KD, dict(method='kd', weight=0.9, temperature=4.0)); its weight is the
+  result's weight.
+  """
+  spec = dict(term) if term is not None else dict(method='kd', weight=0.9, temperature=4.0)
+  if spec.get('method') == 'ipw':
+    raise ValueError('ipw: the wrapped term is already IPW-weighted.')
+  inner = api.build_term(spec, info)
+  if len(inner) != 1:
+    raise ValueError(f'ipw: method {spec.get("method")!r} builds {len(inner)} terms; wrap one.')
+  return with_ipw(inner[0], info, estimator=estimator, w_min=w_min, w_max=w_max,
+                  normalize=normalize, cls_weight=cls_weight, warmup_epochs=warmup_epochs,
+                  feature=feature, logits_feature=logits_feature)
