@@ -90,3 +90,20 @@ def test_architecture_mismatch_errors_before_compile(tmp_path):
     setup_lib.build(_cfg(init_from=str(tmp_path / 'odd')))
   with pytest.raises(FileNotFoundError, match='not a kdjax workdir'):
     setup_lib.build(_cfg(init_from=str(tmp_path / 'nowhere')))
+
+
+@pytest.mark.slow
+def test_training_run_from_another_run_keeps_its_weights_at_tiny_lr(tmp_path):
+  from kdjax.train import loop
+  src_cfg = _cfg()
+  src_cfg.epochs, src_cfg.eval_every_epochs, src_cfg.checkpoint_every_epochs = 1, 1, 1
+  src_cfg.optim.warmup_epochs = 0.0
+  loop.train_and_evaluate(src_cfg, str(tmp_path / 'src'))
+  cfg = _cfg(init_from=str(tmp_path / 'src'))
+  cfg.epochs, cfg.eval_every_epochs, cfg.checkpoint_every_epochs = 1, 1, 1
+  cfg.optim.update(dict(lr=1e-30, weight_decay=0.0, warmup_epochs=0.0, schedule='constant'))
+  loop.train_and_evaluate(cfg, str(tmp_path / 'dst'))
+  _, a = ckpt_lib.restore_exported(str(tmp_path / 'src' / 'checkpoints'))
+  _, b = ckpt_lib.restore_exported(str(tmp_path / 'dst' / 'checkpoints'))
+  for (k, x), (_, y) in zip(_leaves(a['params']['student']), _leaves(b['params']['student'])):
+    np.testing.assert_allclose(y, x, rtol=0, atol=1e-25, err_msg=str(k))  # lr must be > 0
