@@ -109,7 +109,11 @@ class Evaluator:
 
   def __call__(self, state, final: bool = False) -> dict[str, float]:
     params, bs = state['params']['student'], state['batch_stats']
-    outputs = self._logits(lambda x: self.fn(params, bs, x))
+    return self.metrics(self._logits(lambda x: self.fn(params, bs, x)), final)
+
+  def metrics(self, outputs: dict[str, np.ndarray], final: bool = False) -> dict[str, float]:
+    """Metrics of test-split outputs {name: logits}, the student's under 'logits'."""
+    outputs = dict(outputs)
     logits = outputs.pop('logits')
     res = metrics_lib.classification_metrics(logits, self.labels)
     if self.teacher_logits is not None:
@@ -145,6 +149,9 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
   `stop_after_steps` stops (with a checkpoint, as SIGTERM does) once the
   global step reaches it; tests use it to simulate an interruption.
   """
+  from kdjax.train import multiseed  # seeds in parallel: one vmapped program, its own loop
+  if multiseed.is_group(cfg):
+    return multiseed.train_and_evaluate(cfg, workdir, stop_after_steps=stop_after_steps)
   t_start = time.time()
   setup = setup_lib.build(cfg)
   os.makedirs(workdir, exist_ok=True)
@@ -308,6 +315,8 @@ def _restore_workdir(workdir: str):
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f'{workdir!r} is not a kdjax workdir (no config.json).')
   cfg = config_lib.from_json(cfg_path)
+  from kdjax.train import multiseed
+  multiseed.check_not_group(cfg, workdir)
   setup = setup_lib.build(cfg)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
   restored = restore(setup, ckpt, setup_lib.init_variables(setup))
