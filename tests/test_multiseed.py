@@ -118,15 +118,19 @@ def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path)
   of the separate run with that seed, to float32 rounding (RTOL 1e-5)."""
   if method == 'kd':
     cfg, group_dir, out = kd_group            # seeds 3 and 4 from seed=3, num_seeds=2
-    seed = 4
+    seed, short = 4, {}
   else:
-    cfg = make_cfg(teacher_dir, 'crd', seeds=(5, 2))  # an explicit seed list
+    # CRD over 2 steps (batch 480: 2 steps per epoch, one epoch): over more steps its
+    # temperature-0.07 contrast amplifies rounding faster than KD does (measured: relative L2
+    # 1e-6 after 3 steps of batch 256, 3e-3 after 5), so a longer run needs a loose tolerance.
+    short = {'optim.batch_size': 480, 'epochs': 1}
+    cfg = make_cfg(teacher_dir, 'crd', seeds=(5, 2), **short)  # an explicit seed list
     group_dir = str(tmp_path / 'group')
     out = loop.train_and_evaluate(cfg, group_dir)
     seed = 2
   assert out['seeds'] == multiseed.seed_list(cfg) and out['seeds'][1] == seed
   seed_dir = os.path.join(group_dir, 'seed1')
-  single_cfg = make_cfg(teacher_dir, method, seed=seed)
+  single_cfg = make_cfg(teacher_dir, method, seed=seed, **short)
   single = loop.train_and_evaluate(single_cfg, str(tmp_path / 'single'))
 
   # The seed's directory is a separate run's: same config (so the same hash), results, metrics.
@@ -146,7 +150,7 @@ def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path)
   step, a = final_state(str(tmp_path / 'single'), single_cfg)
   step_s, b = final_state(seed_dir, single_cfg)
   step_g, g = final_state(group_dir, cfg)
-  assert step == step_s == step_g == 10
+  assert step == step_s == step_g == (10 if method == 'kd' else 2)
   jax.tree.map(np.testing.assert_array_equal, b, multiseed.unstack(g, 1))
   assert_states_close(a, b)
   if method == 'crd':  # the memory banks moved away from their init, in both runs alike
