@@ -32,6 +32,9 @@ def base_config() -> ConfigDict:
   # `seeds` list) vmapped in one program, written to WORKDIR/seed<k>/.
   c.num_seeds = 1
   c.seeds = ()
+  # 'bfloat16': convolutions and matmuls of the student in bf16; parameters, BN statistics,
+  # features, losses and the optimizer stay float32 (train/setup.py compute_dtype).
+  c.dtype = 'float32'
   c.epochs = 240
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 # Keys that do not define an experiment: runs differing only here are averaged.
-IGNORED = ('seed', 'num_seeds', 'seeds', 'progress_bar', 'log_every_steps', 'eval_every_epochs', 'checkpoint_every_epochs',
-           'keep_checkpoints', 'eval_batch_size', 'data.data_dir', 'data.path', 'teacher.checkpoint')
+IGNORED = ('seed', 'num_seeds', 'seeds', 'progress_bar', 'log_every_steps', 'eval_every_epochs',
+           'checkpoint_every_epochs', 'keep_checkpoints', 'eval_batch_size', 'data.data_dir',
+           'data.path', 'teacher.checkpoint')
 
 
 @dataclasses.dataclass
