@@ -234,3 +234,44 @@ def test_single_runs_are_not_groups():
   assert multiseed.seed_list(cfg) == [0]
   c = multiseed.seed_config(make_cfg('', seeds=(7, 9)), 9)
   assert (c.seed, c.num_seeds, c.seeds) == (9, 1, ()) and not multiseed.is_group(c)
+
+
+TWO_DEVICES = '''
+import sys, tempfile
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_multiseed as T
+from kdjax.train import loop, setup as setup_lib
+assert jax.device_count() == 2, jax.devices()
+
+class Factory:
+  def mktemp(self, name):
+    return tempfile.mkdtemp(prefix=name)
+
+cfg = T.make_cfg(T.teacher_dir.__wrapped__(Factory()), 'kd', seeds=(5, 2), epochs=1)
+states = []
+for n_dev in (2, 1):
+  orig = setup_lib.make_mesh
+  setup_lib.make_mesh = lambda: orig(jax.devices()[:n_dev])
+  d = tempfile.mkdtemp()
+  loop.train_and_evaluate(cfg, d)
+  states.append(T.final_state(d, cfg)[1])
+  setup_lib.make_mesh = orig
+keys = ('params', 'batch_stats', 'aux_state')
+def close(path, x, y):  # as test_sharding.py: cross-device sums round differently
+  np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+jax.tree_util.tree_map_with_path(close, *[{k: s[k] for k in keys} for s in states])
+print('OK')
+'''
+
+
+@pytest.mark.slow
+def test_group_on_two_devices_matches_one():
+  """Seeds vmapped and each seed's batch sharded over 2 virtual devices: the 1-device result."""
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', TWO_DEVICES, os.path.dirname(__file__)], env=env,
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert 'OK' in out.stdout
