@@ -228,6 +228,13 @@ def test_unsupported_combinations_fail_before_compiling(teacher_dir, kd_group, t
   assert multiseed.seed_list(config_lib.from_json(os.path.join(group_dir, 'config.json'))) == [3, 4]
 
 
+def test_non_finite_loss_names_the_seed(teacher_dir, tmp_path):
+  cfg = make_cfg(teacher_dir, seed=3, num_seeds=2, epochs=1, **{'optim.lr': 1e30})
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r'seed 3 \(.*seed0\): non-finite loss at step \d+: .*loss/kd'):
+    loop.train_and_evaluate(cfg, str(tmp_path))
+
+
 def test_single_runs_are_not_groups():
   cfg = recipes.digits('resnet8')
   assert cfg.num_seeds == 1 and cfg.seeds == () and not multiseed.is_group(cfg)
