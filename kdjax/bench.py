@@ -62,46 +62,71 @@ def _teacher(cfg, dataset):
   return setup_lib.Teacher(model, dict(variables), cfg.teacher.arch, 'random-init', '')
 
 
-def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
-  cfg = copy.deepcopy(cfg)
-  if teacher_arch:
-    cfg.teacher.arch = teacher_arch
-  bs = cfg.optim.batch_size
-  dataset = synthetic_dataset(cfg, pool=4 * bs)
-  # A given teacher replaces the config's checkpoint in build().
-  setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
-  variables = setup_lib.init_variables(setup)
-  tx, _ = optim.stage_tx(setup, 0, variables['params'])
-  repl = setup_lib.replicated(setup.mesh)
-  state = loop.fresh_state(setup, variables)
-  batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
-                                       steps_per_epoch=setup.steps_per_epoch)
-  train_step = loop.compile_stage(setup, 0, tx, batch_fn)
-  data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
-  tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
-  t0 = time.perf_counter()
-  state, m = train_step(state, tvars, data)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
+class PreparedStep:
+  """A compiled train step on synthetic data; `__call__()` runs one step and blocks.
+
+  `compile_s` is the first (compiling) call's time. Used by `time_step` and by
+  the side-by-side benchmarks in benchmarks/ (which alternate it with PyTorch).
+  """
+
+  def __init__(self, cfg, teacher_arch: str = ''):
+    cfg = copy.deepcopy(cfg)
+    if teacher_arch:
+      cfg.teacher.arch = teacher_arch
+    self.batch_size = bs = cfg.optim.batch_size
+    dataset = synthetic_dataset(cfg, pool=4 * bs)
+    # A given teacher replaces the config's checkpoint in build().
+    setup = self.setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
+    variables = setup_lib.init_variables(setup)
+    tx, _ = optim.stage_tx(setup, 0, variables['params'])
+    repl = setup_lib.replicated(setup.mesh)
+    self.state = loop.fresh_state(setup, variables)
+    batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
+                                         steps_per_epoch=setup.steps_per_epoch)
+    # The program training runs: a compiled loop of k = steps_per_dispatch steps per call.
+    self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
+    self.compiled = loop.compile_stage(setup, 0, tx, batch_fn, steps=k, dispatch_loop=True)
+    self.train_step = lambda s, t, d: self.compiled(s, t, d, np.int32(k))
+    self.data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
+    self.tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
+    self.image_shape = dataset.image_shape
+    t0 = time.perf_counter()
+    self()
+    self.compile_s = time.perf_counter() - t0
+
+  def __call__(self):
+    self.state, m = self.train_step(self.state, self.tvars, self.data)
+    jax.block_until_ready(m)
+    return m
+
+  def teacher_forward(self):
+    """A jitted eval-mode teacher forward on one batch; `fn()` runs and blocks."""
+    setup = self.setup
+    tfn = jax.jit(lambda v, x: setup.teacher.model.apply(v, x, train=False))
+    x = jax.device_put(jnp.zeros((self.batch_size,) + self.image_shape, jnp.float32),
+                       setup_lib.data_sharded(setup.mesh))
+    return lambda: jax.block_until_ready(tfn(self.tvars, x))
+
+
+def median_time(fn, steps: int) -> float:
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, m = train_step(state, tvars, data)
-    jax.block_until_ready(m)
+    fn()
     times.append(time.perf_counter() - t0)
-  step_s = statistics.median(times)
-  out = {'compile_s': compile_s, 'step_ms': step_s * 1e3, 'images_per_sec': bs / step_s,
+  return statistics.median(times)
+
+
+def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
+  prep = PreparedStep(cfg, teacher_arch)
+  bs = prep.batch_size
+  step_s = median_time(prep, max(1, steps // prep.steps_per_call)) / prep.steps_per_call
+  out = {'compile_s': prep.compile_s, 'step_ms': step_s * 1e3, 'images_per_sec': bs / step_s,
          'teacher_share': 0.0}
-  if setup.teacher is not None:
-    tfn = jax.jit(lambda v, x: setup.teacher.model.apply(v, x, train=False))
-    x = jax.device_put(jnp.zeros((bs,) + dataset.image_shape, jnp.float32), setup_lib.data_sharded(setup.mesh))
-    jax.block_until_ready(tfn(tvars, x))
-    tt = []
-    for _ in range(steps):
-      t0 = time.perf_counter()
-      jax.block_until_ready(tfn(tvars, x))
-      tt.append(time.perf_counter() - t0)
-    out['teacher_share'] = statistics.median(tt) / step_s
+  if prep.setup.teacher is not None:
+    tfwd = prep.teacher_forward()
+    tfwd()
+    out['teacher_share'] = median_time(tfwd, steps) / step_s
   return out
 
 

@@ -32,9 +32,6 @@ def base_config() -> ConfigDict:
   # `seeds` list) vmapped in one program, written to WORKDIR/seed<k>/.
   c.num_seeds = 1
   c.seeds = ()
-  # 'bfloat16': convolutions and matmuls of the student in bf16; parameters, BN statistics,
-  # features, losses and the optimizer stay float32 (train/setup.py compute_dtype).
-  c.dtype = 'float32'
   c.epochs = 240
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
@@ -42,6 +39,10 @@ def base_config() -> ConfigDict:
   c.log_every_steps = 50
   c.eval_batch_size = 512
   c.progress_bar = True
+  # Compute dtype of convolutions and matmuls: 'float32' or 'bfloat16' (parameters, BN
+  # statistics, losses and optimizer state stay float32).
+  c.dtype = 'float32'
+  c.steps_per_dispatch = 1  # in-memory data: k train steps per dispatch (one lax.scan)
 
   c.data = ConfigDict(dict(
       name='digits',
@@ -66,6 +67,10 @@ def base_config() -> ConfigDict:
       # Online distillation (DML, IE-DML): train these architectures together
       # as one student; features are 'member<i>/<name>', plus 'ensemble/logits'.
       cohort=(),
+      # Start from another run's student: the workdir of a `kdjax train` run
+      # (its newest checkpoint). Same architecture (and cohort) required; a
+      # different class count re-initialises `head`. '' = random init.
+      init_from='',
   ))
 
   # A trained teacher: the workdir of a `kdjax train` run (its config.json
@@ -81,6 +86,14 @@ def base_config() -> ConfigDict:
   ))
 
   c.optim = ConfigDict(dict(
+      # 'sgd' (PyTorch SGD), 'dot' (DOT, Zhao et al. 2023: separate task and
+      # distillation momentum, momentum -/+ dot_delta) or 'adam' (PyTorch Adam,
+      # L2 coupled into the gradient; momentum/nesterov unused).
+      name='sgd',
+      dot_delta=0.075,
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=1e-8,
       batch_size=64,
       lr=0.05,
       # If > 0, lr is scaled by batch_size / base_batch_size (linear scaling rule).

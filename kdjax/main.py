@@ -25,9 +25,16 @@ import sys
 
 def _load_config(spec: str, overrides):
   from kdjax import config as config_lib
-  cfg = config_lib.load(spec)
+  from kdjax import validate
+  path, _, arg = spec.partition(':')
+  path = config_lib.config_path(path)  # a module name (rd_cifar100) or a file
+  validate.check_config_file(path)
+  cfg = config_lib.load_file(path, arg or None)
   config_lib.check(cfg)
-  return config_lib.apply_overrides(cfg, overrides)
+  validate.check_overrides(cfg, overrides)
+  cfg = config_lib.apply_overrides(cfg, overrides)
+  validate.check_config(cfg)
+  return cfg
 
 
 def _split_overrides(argv):
@@ -52,7 +59,10 @@ def _split_overrides(argv):
 def cmd_train(args, overrides):
   from kdjax.train import train_and_evaluate
   cfg = _load_config(args.config, overrides)
-  results = train_and_evaluate(cfg, args.workdir)
+  if args.force_new and args.allow_config_change:
+    raise ValueError('--force_new and --allow_config_change exclude each other.')
+  on_change = 'new' if args.force_new else 'continue' if args.allow_config_change else 'error'
+  results = train_and_evaluate(cfg, args.workdir, on_config_change=on_change)
   print(json.dumps(results, indent=2))
   return 0 if not results.get('interrupted') else 143
 
@@ -99,7 +109,7 @@ def cmd_bench(args, overrides):
 
 def cmd_quickstart(args, overrides):
   from kdjax import quickstart
-  quickstart.run(args.workdir, overrides)
+  quickstart.run(args.workdir, overrides, on_config_change='new' if args.force_new else 'error')
   return 0
 
 
@@ -136,9 +146,8 @@ def cmd_config(args, overrides):
 
 def run(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  if os.environ.get('KDJAX_DISTRIBUTED') == '1':
-    import jax
-    jax.distributed.initialize()  # multi-host: one process per host (TPU pods, multi-node GPU)
+  from kdjax import runtime
+  runtime.initialize()  # KDJAX_DISTRIBUTED=1: multi-host (TPU pods, multi-GPU, launch/local_multiprocess.py)
   rest, overrides = _split_overrides(argv)
   parser = argparse.ArgumentParser(prog='kdjax', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +155,10 @@ def run(argv=None) -> int:
   p = sub.add_parser('train', help='train a teacher or distil a student')
   p.add_argument('--config', required=True)
   p.add_argument('--workdir', required=True)
+  p.add_argument('--force_new', action='store_true',
+                 help='if the workdir holds another run, move it to <workdir>.old-<time> first')
+  p.add_argument('--allow_config_change', action='store_true',
+                 help='resume the workdir\'s run under a changed config (the old config is kept)')
   p = sub.add_parser('eval', help='re-evaluate the newest checkpoint of a workdir')
   p.add_argument('--workdir', required=True)
   p = sub.add_parser('export', help='write the student (no auxiliary modules) to a msgpack file')
@@ -181,6 +194,8 @@ def run(argv=None) -> int:
                  help='teacher architecture when the config has no trained teacher (random init)')
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
+  p.add_argument('--force_new', action='store_true',
+                 help='move runs of another config (e.g. an older quickstart) aside first')
   p = sub.add_parser('analyze', help='analyses of trained runs (kdjax/analysis): JSON, PNG, PDF')
   from kdjax.analysis import cli as analysis_cli
   analysis_cli.add_arguments(p)
@@ -195,15 +210,18 @@ def run(argv=None) -> int:
   cmd = {'train': cmd_train, 'eval': cmd_eval, 'export': cmd_export, 'report': cmd_report,
          'bench': cmd_bench, 'import-torch': cmd_import_torch, 'quickstart': cmd_quickstart,
          'methods': cmd_methods, 'config': cmd_config, 'analyze': cmd_analyze}[args.cmd]
+  from kdjax.train.checkpoint import CheckpointError, CheckpointSaveError
   try:
     return cmd(args, overrides)
-  except (KeyError, ValueError, FileNotFoundError, FileExistsError) as e:
-    # User errors: one clear line, no traceback (KDJAX_DEBUG=1 shows it).
+  except (KeyError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+          PermissionError, CheckpointError) as e:
+    # User errors: one clear line, no traceback (KDJAX_DEBUG=1 shows it). A
+    # failed save is not the user's input, but one line says all there is.
     if os.environ.get('KDJAX_DEBUG'):
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     print(f'kdjax {args.cmd}: error: {msg}', file=sys.stderr)
-    return 2
+    return 1 if isinstance(e, CheckpointSaveError) else 2
 
 
 if __name__ == '__main__':

@@ -243,11 +243,11 @@ def test_calibration_matches_trainer_metrics_and_hand_bins():
   assert sum(rel['count']) == 200
   rc = calibration.risk_coverage(logits, y)
   assert rc['aurc'] == pytest.approx(metrics_lib.aurc(logits, y), abs=1e-9)
-  # Two examples: confidences 0.9 (right) and 0.6 (wrong), two classes.
-  lg = np.log(np.array([[0.9, 0.1], [0.6, 0.4]], np.float32))
+  # Two examples: confidences 0.85 (right) and 0.55 (wrong), two classes.
+  lg = np.log(np.array([[0.85, 0.15], [0.55, 0.45]], np.float32))
   rel = calibration.reliability(lg, np.array([0, 1]), 10)
   assert rel['count'][8] == 1 and rel['count'][5] == 1  # (0.8, 0.9] and (0.5, 0.6]
-  assert rel['ece'] == pytest.approx(0.5 * 0.1 + 0.5 * 0.6, abs=1e-5)
+  assert rel['ece'] == pytest.approx(0.5 * 0.15 + 0.5 * 0.55, abs=1e-5)
   assert calibration.risk_coverage(lg, np.array([0, 1]))['risk'] == pytest.approx([0.0, 0.5])
 
 

@@ -325,3 +325,11 @@ def test_cli_list_and_show_from_another_directory(tmp_path):
   assert total[0] == 'total' and int(total[1]) == len(config_cli.all_cells())
   shown = json.loads(run('show', 'configs/tfkd.py:method=tfkd_reg', '--config.epochs=3'))
   assert shown['epochs'] == 3 and shown['distill']['terms']['tfkd_reg']['temperature'] == 20.0
+
+
+def test_repdistiller_protocol_uses_pytorch_bn_running_variance():
+  # The RepDistiller recipe is PyTorch code: BN's running variance is the unbiased estimate.
+  for cell in ('rd_cifar100:arch=resnet32x4', 'rd_cifar100:method=crd,teacher=resnet32x4,student=resnet8x4',
+               'examples/kd', 'examples/fitnet_two_stage'):
+    assert config_lib.load(cell).model.kwargs.bn_unbiased_running_var is True, cell
+  assert 'bn_unbiased_running_var' not in config_lib.load('digits:arch=resnet8').model.kwargs

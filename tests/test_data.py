@@ -248,7 +248,7 @@ def test_imbalance_counts_ends_monotone_and_hand_value():
   counts = transforms.imbalance_counts(10, 1.0, 5000, 250)
   # b = -1/19, a = 4500/19: m_2 = a / (b + 1/2) = 9000/17 = 529.4
   assert counts[8] == 529
-  # Smaller gamma -> heavier tail (fewer samples overall), as in seed 002.
+  # Smaller gamma -> heavier tail (fewer samples overall), as in Sarfraz et al.
   totals = [transforms.imbalance_counts(10, g).sum() for g in (0.2, 0.6, 1.0, 2.0)]
   assert totals == sorted(totals)
 

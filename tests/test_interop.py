@@ -16,7 +16,8 @@ torch = pytest.importorskip('torch')
 from kdjax import data as data_lib  # noqa: E402
 from kdjax import main  # noqa: E402
 from kdjax import models  # noqa: E402
-from kdjax import recipes  # noqa: E402
+from kdjax.config import import_module  # noqa: E402
+recipes = import_module('common')  # configs/common.py: the shared recipes
 from kdjax.data import digits  # noqa: E402
 from kdjax.interop import mapping, torch_io, workdir as workdir_lib  # noqa: E402
 from kdjax.train import loop, setup as setup_lib  # noqa: E402

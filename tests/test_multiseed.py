@@ -94,14 +94,14 @@ def assert_records_close(a, b):
                                    atol=ATOL, err_msg=f'step {x["step"]} {x["kind"]} {k}')
 
 
-def assert_states_close(a, b):
+def assert_states_close(a, b, rtol=RTOL, atol=ATOL):
   def close(path, x, y):
     x, y = np.asarray(x), np.asarray(y)
     if jax.tree_util.keystr(path).startswith("['opt']"):  # the newest gradients: see GRAD_RTOL
       rel = np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)
       assert rel < GRAD_RTOL, (jax.tree_util.keystr(path), rel)
     else:
-      np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL, err_msg=jax.tree_util.keystr(path))
+      np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
   jax.tree_util.tree_map_with_path(close, a, b)
 
 
@@ -152,7 +152,9 @@ def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path)
   step_g, g = final_state(group_dir, cfg)
   assert step == step_s == step_g == (10 if method == 'kd' else 2)
   jax.tree.map(np.testing.assert_array_equal, b, multiseed.unstack(g, 1))
-  assert_states_close(a, b)
+  # CRD: test_sharding.py's CRD tolerance (its normaliser Z ~1e5 and temperature 0.07 amplify
+  # rounding; measured 1.5e-6 absolute on BN biases of ~5e-3 after 2 steps).
+  assert_states_close(a, b, *((RTOL, ATOL) if method == 'kd' else (1e-4, 1e-5)))
   if method == 'crd':  # the memory banks moved away from their init, in both runs alike
     mem = a['aux_state']['crd']['memory']
     assert float(mem['z'][0]) > 0
@@ -213,16 +215,11 @@ def test_unsupported_combinations_fail_before_compiling(teacher_dir, kd_group, t
   streamed = dataclasses.replace(s, dataset=type("Streamed", (), {"in_memory": False})())
   with pytest.raises(ValueError, match="needs an in-memory dataset.*'digits' is streamed"):
     multiseed._check_supported(cfg, streamed)
-  with cfg.unlocked():
-    cfg.steps_per_dispatch = 4
-  with pytest.raises(ValueError, match='set steps_per_dispatch=1'):
-    multiseed._check_supported(cfg, s)
-  # A workdir holding another group's stacked checkpoints is refused, not silently restarted.
+  # A workdir holding another group's stacked checkpoints is refused (it owns its config).
   group_cfg, group_dir, _ = kd_group
   other = make_cfg(teacher_dir, seed=3, num_seeds=3)
   t0 = time.time()
-  with pytest.raises(ValueError, match=r'holds checkpoints of seeds \[3, 4\]; this run asks for the '
-                                       r'group \[3, 4, 5\]'):
+  with pytest.raises(ValueError, match=r'holds a run with another config \(num_seeds: 2 -> 3\)'):
     loop.train_and_evaluate(other, group_dir)
   assert time.time() - t0 < 20
   assert multiseed.seed_list(config_lib.from_json(os.path.join(group_dir, 'config.json'))) == [3, 4]

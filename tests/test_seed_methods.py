@@ -377,7 +377,7 @@ class SRRLTest(absltest.TestCase):
     zt = rng.normal(size=(3, 5)).astype(np.float32)
     y = np.array([0, 4, 2])
     np.testing.assert_allclose(srrl_lib.feature_matching(vs, vt), np.mean((vs - vt) ** 2), rtol=1e-6)
-    z = srrl_lib.teacher_head(vs, w, b)
+    z = srrl_lib.apply_teacher_head(vs, w, b)
     np.testing.assert_allclose(z, vs @ w + b, rtol=1e-5)
     np.testing.assert_allclose(srrl_lib.softmax_regression(z, zt), np.mean((vs @ w + b - zt) ** 2),
                                rtol=1e-5)
@@ -528,7 +528,7 @@ if __name__ == '__main__':
 
 
 def test_linear_cka_matches_feature_space_formula_and_invariances():
-  """seed 000 Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
+  """IE-KD Table 6a's L1 + CKA: CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
   rng = np.random.default_rng(0)
   x = rng.normal(size=(6, 2, 2, 3))
   y = rng.normal(size=(6, 2, 2, 3))
@@ -548,7 +548,7 @@ def test_linear_cka_matches_feature_space_formula_and_invariances():
 
 
 def test_ipwd_dagger_kd_only_head_gives_the_propensity():
-  """IPWD-dagger (seed 004 appendix Table 4): a third head trained with plain KD only."""
+  """IPWD-dagger (IPWD appendix Table 4): a third head trained with plain KD only."""
   term = _term(dict(method='ipwd', dagger=True))
   aux = _aux(term)
   assert sorted(aux['params']) == ['cls', 'dagger']

@@ -1,4 +1,4 @@
-"""SRRL at earlier layers (seed 003 Table 1, last rows): forward_from, AdaIN, the multi-layer term."""
+"""SRRL at earlier layers (SRRL Table 1, last rows): forward_from, AdaIN, the multi-layer term."""
 
 from __future__ import annotations
 

@@ -118,7 +118,9 @@ def test_corrupt_latest_checkpoint_falls_back(teacher_dir, tmp_path, capsys):
   res = loop.train_and_evaluate(cfg, wd)
   assert 'unreadable' in capsys.readouterr().out
   assert np.isfinite(res['final']['top1'])
-  assert os.path.isdir(os.path.join(wd, 'checkpoints', '30'))  # left in place for inspection
+  # Moved aside for inspection (never deleted), so the step can be saved again.
+  assert not os.path.exists(os.path.join(wd, 'checkpoints', '30'))
+  assert [b.split('.')[0] for b in os.listdir(os.path.join(wd, 'broken_checkpoints'))] == ['30']
 
 
 def test_non_finite_loss_stops_with_step_and_terms(teacher_dir, tmp_path):

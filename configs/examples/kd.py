@@ -15,6 +15,8 @@ def get_config(arg=None):
   c = base_config()
   c.data.name = 'cifar100'           # random crop (pad 4) + flip: the schema's defaults
   c.model.name = 'resnet8x4'
+  with c.model.kwargs.unlocked():  # PyTorch's unbiased BN running variance, as RepDistiller
+    c.model.kwargs.bn_unbiased_running_var = True
   c.epochs = 240
   c.optim.batch_size = 64
   c.optim.lr = 0.05

@@ -114,8 +114,10 @@ def cka(nets, ds, args):
     res[f'{kind}_pooled'] = m.tolist()
     figs += plots.save(plots.heatmap(m, lab, lab, vmin=0, vmax=1, title=f'{kind} CKA of pooled features',
                                      xlabel='net', ylabel='net'), args.out, f'cka_{kind}_pooled')
-  layers = lambda f: {k: f[k] for k in f if k in ('stem', 'pooled', 'logits') or
-                      (k.startswith('stage') and not k.endswith('preact'))}
+  def layers(f):  # input to output: stem, stage1..S, pooled, logits
+    order = ['stem'] + sorted(k for k in f if k.startswith('stage') and not k.endswith('preact')) + [
+        'pooled', 'logits']
+    return {k: f[k] for k in order if k in f}
   res['layerwise'] = {}
   for j in range(1, len(nets)):
     la, lb = layers(feats[0]), layers(feats[j])
@@ -291,7 +293,7 @@ def run(args) -> int:
   nets = ds = None
   report = []
   for w in what:
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     if w == 'curves':
       res, figs = curves(args.workdirs, args)
     else:
@@ -299,7 +301,7 @@ def run(args) -> int:
         nets, ds = runs.load_many(args.workdirs)
       res, figs = globals()[w](nets, ds, args)
     sec = time.time() - t0
-    res = {'seconds': sec, **res} if isinstance(res, dict) else res
+    res = {'seconds': sec, 'cpu_seconds': time.process_time() - c0, **res}
     _write(args.out, w, res)
     report.append((w, sec, [f for f in figs if f.endswith('.png')]))
     print(f'{w}: {sec:.1f} s -> {args.out}/{w}.json' + ''.join(f', {os.path.basename(f)}' for f in figs), flush=True)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax.distill import hyperparameters
-from kdjax.losses import ie_kd as ie_lib
+from kdjax.distill.methods import ie_kd as ie_lib
 
 _IE_METHODS = ('ie_kd', 'ie_ft', 'ie_at', 'ie_od', 'ie_dml')
 
@@ -105,8 +105,8 @@ def load(workdir: str):
     FileNotFoundError: not a kdjax workdir, or no readable checkpoint.
   """
   from kdjax import models
-  from kdjax.train import loop
-  cfg, setup, _, state = loop._restore_workdir(workdir)  # the restore `kdjax eval` uses
+  from kdjax.train import export
+  cfg, setup, _, state = export.restore_workdir(workdir)  # the restore `kdjax eval` uses
   ds = setup.dataset
   state = jax.device_get(state)
   params, stats = state['params']['student'], state['batch_stats']

@@ -2,6 +2,8 @@
 
 Synopsis:
   images, labels, idx = gather_batch(data_images, data_labels, epoch_key, step_in_epoch, 128)
+  images, labels, idx, mask = gather_batch_masked(...)   # keeps the last partial batch
+  steps_per_epoch(50000, 64, drop_remainder=False)        # 782 (781 when dropping)
   x = random_crop_flip(key, images, pad=4, flip=True, pad_mode='reflect')  # float32, 0..255
   x = normalize(x, mean, std)                                              # (x/255 - mean)/std
 
@@ -24,7 +26,7 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int = 4, flip: b
 
   This is torchvision's `RandomCrop(H, padding=pad)` (zero padding, the RD /
   CRD recipe) or, with `pad_mode='reflect'`, the `Pad(4, 'reflect')` +
-  `RandomCrop` of seed 002's Zagoruyko recipe, followed by
+  `RandomCrop` of the Zagoruyko recipe that Sarfraz et al. follow, followed by
   `RandomHorizontalFlip(0.5)`. Applied to raw pixels (uint8 or float), so
   constant padding is black, as on the PIL image.
 

@@ -13,7 +13,7 @@ grain are imported by the loaders, only when data is read.
 
 Normalisation constants (applied to x / 255):
   CIFAR-100: RepDistiller's constants. CIFAR-10: the Zagoruyko attention-transfer
-  code that seed 002's recipe follows, mean [125.3, 123.0, 113.9]/255 and std
+  code that Sarfraz et al.'s recipe follows, mean [125.3, 123.0, 113.9]/255 and std
   [63.0, 62.1, 66.7]/255 = (0.4914, 0.4824, 0.4467) / (0.2471, 0.2435, 0.2616),
   within 3e-4 of the exact train-set statistics (0.4914, 0.4822, 0.4465) /
   (0.2470, 0.2435, 0.2616).

@@ -6,7 +6,7 @@ Synopsis:
   keep = power_law_imbalance(labels, gamma=1.0, n_max=5000, n_min=250, seed=0)
   images, labels = images[keep], labels[keep]
 
-Both follow seed 002 (Sarfraz et al., "Knowledge Distillation Beyond Model
+Both follow Sarfraz et al. ("Knowledge Distillation Beyond Model
 Compression", sections IV-B and IV-C), which takes both protocols from
 Hendrycks et al. 2019 ("Using pre-training can improve model robustness and
 uncertainty", its ref. [28]). `kdjax.data.load` applies them to the training
@@ -72,7 +72,7 @@ def symmetric_label_noise(labels: np.ndarray, sigma: float, num_classes: int, se
 
 def imbalance_counts(num_classes: int, gamma: float, n_max: int = 5000,
                      n_min: int = 250) -> np.ndarray:
-  """Per-class sample counts of seed 002's power-law imbalance, class 0 largest.
+  """Per-class sample counts of the power-law imbalance of "KD beyond model compression", class 0 largest.
 
   Seed 002 (after Dong et al. and Hendrycks et al.) writes
 

@@ -87,7 +87,8 @@ class Needs:
     """The same needs with '{term}' in the update-group regexes replaced by `name`."""
     if not self.update_groups:
       return self
-    groups = {g: tuple(r.replace('{term}', name) for r in rs) for g, rs in self.update_groups.items()}
+    groups = {g: tuple(r.replace('{term}', name) for r in rs)
+              for g, rs in self.update_groups.items()}
     return dataclasses.replace(self, update_groups=groups)
 
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from kdjax import config as config_lib
 from kdjax import data as data_lib
-from kdjax import recipes
 from kdjax.train import checkpoint as ckpt_lib
 
 # Training-set sizes of the TFDS datasets, so the optimizer state and the final
@@ -35,6 +34,7 @@ _NUM_TRAIN = {'cifar10': 50000, 'cifar100': 50000, 'stl10': 5000, 'imagenet2012'
 
 def config_for(arch: str, dataset: str) -> config_lib.ConfigDict:
   """The dataset's teacher recipe for `arch` (base config when it has none)."""
+  recipes = config_lib.import_module('common')  # configs/common.py: the shared recipes
   if dataset in recipes.RECIPES:
     return recipes.teacher(dataset, arch)
   cfg = config_lib.base_config()
@@ -49,10 +49,11 @@ def _shape_only_dataset(cfg, num_classes: int):
   if name not in _NUM_TRAIN:
     raise ValueError(f'dataset {name!r} is not on disk and its size is unknown; '
                      'prepare it first (see the README).')
-  size = int(cfg.data.image_size) if name == 'imagenet2012' else None
-  from kdjax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  _, shape, mean, std, _, _ = tfds_source.INFO[name]
-  shape = shape or (size, size, 3)
+  from kdjax.data import registry  # pylint: disable=g-import-not-at-top
+  spec = registry.get(name)
+  size = int(cfg.data.image_size) or spec.default_image_size
+  shape = spec.image_shape if spec.image_shape and not spec.resizable else (size, size, 3)
+  mean, std = spec.mean, spec.std
   return data_lib.Dataset(name=name, num_classes=num_classes, image_shape=tuple(shape), mean=mean,
                           std=std, num_train=_NUM_TRAIN[name], train_images=None, train_labels=None,
                           test_images=None, test_labels=None, clean_train_labels=None,

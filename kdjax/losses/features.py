@@ -21,7 +21,7 @@ import numpy as np
 Array = jax.Array
 
 
-NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default  # torch.nn.functional.normalize's default
+NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = NORMALIZE_EPS) -> Array:

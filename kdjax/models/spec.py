@@ -54,6 +54,11 @@ class ModelSpec:
     object.__setattr__(self, 'feature_names', tuple(self.feature_names))
     object.__setattr__(self, 'stage_params', tuple(tuple(s) for s in self.stage_params))
 
+  def __hash__(self):  # the mapping field is not hashable itself; specs may be static jit args
+    return hash((self.arch, self.feature_names, self.num_stages, self.num_blocks,
+                 tuple(sorted(self.bn_before_relu.items())), self.has_forward_from,
+                 self.stage_params))
+
   def params_up_to(self, stage: int) -> tuple[str, ...]:
     """Regexes matching exactly the parameters that compute feature stage<k> (0 = `stem`).
 

@@ -71,3 +71,66 @@ def normalize_host(images: np.ndarray, dataset) -> np.ndarray:
   mean = np.asarray(dataset.mean, np.float32)
   std = np.asarray(dataset.std, np.float32)
   return ((images.astype(np.float32) / 255.0) - mean) / std
+
+
+# Multi-host: every process holds the global arrays' rows of its own devices.
+# With one process these are plain device_puts.
+
+def process_rows(sharding, global_rows: int) -> slice:
+  """The rows [start, stop) of a batch-sharded global array that this process's devices hold.
+
+  They are contiguous when the mesh lists each process's devices together
+  (jax.devices() order, which `setup.make_mesh` uses); anything else is an error.
+  """
+  idx = sharding.addressable_devices_indices_map((global_rows,))
+  starts = sorted({(s[0].start or 0, global_rows if s[0].stop is None else s[0].stop)
+                   for s in idx.values()})
+  for (_, stop), (start, _) in zip(starts[:-1], starts[1:]):
+    if stop != start:
+      raise ValueError(f'process {jax.process_index()} holds non-contiguous batch rows {starts}: '
+                       f'build the mesh from jax.devices() in order.')
+  return slice(starts[0][0], starts[-1][1])
+
+
+def host_batch_to_global(local: dict, sharding) -> dict:
+  """Global arrays from this process's rows of a batch (per-host streams: grain, ...).
+
+  Each process passes its own `global_batch // process_count` rows; the result
+  has the global batch on the mesh, process p's rows on p's devices.
+  """
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * jax.process_count(),)
+                                                   + x.shape[1:])
+  return jax.tree.map(put, local)
+
+
+def global_batch_to_devices(batch, sharding):
+  """A batch that every process holds in full (in-memory eval) onto the batch-sharded mesh."""
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+
+  def put(x):
+    x = np.asarray(x)
+    rows = process_rows(sharding, x.shape[0])
+    return jax.make_array_from_process_local_data(sharding, x[rows], x.shape)
+  return jax.tree.map(put, batch)
+
+
+def gather_host_rows(local: np.ndarray) -> np.ndarray:
+  """Concatenates every process's rows in process order (labels and masks of per-host batches)."""
+  if jax.process_count() == 1:
+    return np.asarray(local)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(local), tiled=True))
+
+
+def replicate(tree, sharding):
+  """`tree` (the same on every process) onto a replicated global sharding.
+
+  Across processes JAX cannot move an array already committed to one local
+  device (a loaded teacher) onto the global mesh, so it goes through the host.
+  """
+  if jax.process_count() > 1:
+    tree = jax.device_get(tree)
+  return jax.device_put(tree, sharding)

@@ -70,42 +70,82 @@ def agreement_metrics(student_logits: np.ndarray, teacher_logits: np.ndarray) ->
 
 
 class MetricWriter:
-  """JSON lines (`metrics.jsonl`) plus TensorBoard event files, process 0 only."""
+  """JSON lines (`metrics.jsonl`) plus TensorBoard event files, process 0 only.
+
+  `metrics.jsonl` is the record; the event files are derived from it. On
+  resume they are rewritten from the kept records, so each step appears once
+  with the full history, whatever a killed process left behind.
+  """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.tb_dir = os.path.join(workdir, 'tensorboard')
     self._tb = None
+    self._tb_cls = None
     if enabled:
       try:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+        self._tb_cls = SummaryWriter
       except ImportError:  # TensorBoard files are optional.
-        self._tb = None
+        pass
+
+  def _open_tb(self, clear: bool) -> None:
+    if self._tb_cls is None:
+      return
+    if self._tb is not None:
+      self._tb.close()
+    if clear and os.path.isdir(self.tb_dir):
+      for name in os.listdir(self.tb_dir):
+        if name.startswith('events.out.tfevents'):
+          os.remove(os.path.join(self.tb_dir, name))  # derived from metrics.jsonl
+    self._tb = self._tb_cls(self.tb_dir)
 
   def truncate_after(self, step: int) -> list[dict]:
-    """On resume: drop records newer than the restored step, return the rest."""
-    if not os.path.exists(self.path):
-      return []
-    with open(self.path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
-    keep = [r for r in records if r['step'] <= step]
+    """On (re)start: drop records newer than the restored step, return the rest.
+
+    The TensorBoard files are rewritten from the kept records.
+    """
+    keep = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except ValueError:  # a line cut short by a kill
+            continue
+          if record.get('step', step + 1) <= step:
+            keep.append(record)
     if self.enabled:
-      with open(self.path, 'w') as f:
+      tmp = self.path + '.tmp'
+      with open(tmp, 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in keep)
+      os.replace(tmp, self.path)
+      self._open_tb(clear=True)
+      for r in keep:
+        self._tb_write(r['step'], r['kind'], r, r.get('time'))
     return keep
+
+  def _tb_write(self, step, kind, values, walltime=None):
+    if self._tb is None:
+      return
+    for k, v in values.items():
+      if k in ('step', 'kind', 'time') or isinstance(v, bool) or not isinstance(v, (int, float)):
+        continue
+      self._tb.add_scalar(f'{kind}/{k}', float(v), int(step), walltime=walltime)
 
   def write(self, step: int, kind: str, values: Mapping[str, float]) -> None:
     if not self.enabled:
       return
+    if self._tb is None and self._tb_cls is not None:
+      self._open_tb(clear=False)
     record = {'step': int(step), 'kind': kind, 'time': time.time(),
               **{k: float(v) for k, v in values.items()}}
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
-    if self._tb is not None:
-      for k, v in values.items():
-        self._tb.add_scalar(f'{kind}/{k}', float(v), int(step))
+    self._tb_write(step, kind, values, record['time'])
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+      self._tb = None

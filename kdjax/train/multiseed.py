@@ -22,8 +22,10 @@ Synopsis:
                          `export`, `analyze` and `teacher.checkpoint` take a
                          seed's directory.
 
+  The group's workdir is locked and owns its config like any run's
+  (`workdir.claim`): resuming with another seed list is refused.
   Limits: in-memory datasets (a host stream has one order for all seeds), one
-  process, one step per dispatch.
+  process.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any
@@ -44,6 +45,7 @@ from kdjax import config as config_lib
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import inputs, loop, metrics as metrics_lib, optim, setup as setup_lib
 from kdjax.train import step as step_lib
+from kdjax.train import workdir as workdir_lib
 
 # Seeds are traced as int32; jax.random.key of a non-negative int32 equals that of the Python int.
 MAX_SEED = 2**31 - 1
@@ -75,6 +77,11 @@ def seed_list(cfg) -> list[int]:
   return list(seeds)
 
 
+def check_group(cfg) -> list[int]:
+  """[] for a single run, else the group's seeds (bad settings raise, before anything is built)."""
+  return seed_list(cfg) if is_group(cfg) else []
+
+
 def seed_config(cfg, seed: int):
   """One seed's config: exactly what a separate run with that seed writes."""
   c = copy.deepcopy(cfg)
@@ -101,21 +108,6 @@ def _check_supported(cfg, setup) -> None:
                      f'separate runs (--config.seed=k).')
   if jax.process_count() > 1:
     raise ValueError('num_seeds > 1 runs in one process; run multi-host jobs one seed at a time.')
-  if cfg.get('steps_per_dispatch', 1) not in (0, 1):
-    raise ValueError('num_seeds > 1 dispatches one step at a time; set steps_per_dispatch=1.')
-
-
-def _check_same_group(workdir: str, seeds: list[int]) -> None:
-  """A workdir's stacked checkpoints belong to one seed list; refuse to mix them."""
-  path, ckpt_dir = os.path.join(workdir, 'config.json'), os.path.join(workdir, 'checkpoints')
-  if not (os.path.exists(path) and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
-    return
-  old = config_lib.from_json(path)
-  old_seeds = seed_list(old) if is_group(old) else [old.seed]
-  if old_seeds != seeds or not is_group(old):
-    raise ValueError(f'{workdir!r} holds checkpoints of seeds {old_seeds}'
-                     f'{"" if is_group(old) else " (a single run)"}; this run asks for the group '
-                     f'{seeds}. Use another workdir, or the same seeds to resume.')
 
 
 def stack(trees: list[Any]) -> Any:
@@ -141,7 +133,7 @@ def fresh_state(setup, variables):
   return jax.device_put(_with_opt(tx, variables), setup_lib.replicated(setup.mesh))
 
 
-def restore(setup, ckpt, variables):
+def restore(setup, ckpt, variables, all_unreadable_aside: bool = True):
   """(step, stacked state) from the newest readable checkpoint, or None (see loop.restore)."""
   steps = ckpt.steps()
   if not steps:
@@ -150,11 +142,12 @@ def restore(setup, ckpt, variables):
   tx, _ = optim.stage_tx(setup, setup.stage_of(steps[-1]), variables['params'])
   abstract = jax.eval_shape(lambda v: _with_opt(tx, v), variables)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
-  return ckpt.restore_latest(abstract)
+  return ckpt.restore_latest(abstract, all_unreadable_aside)
 
 
-def compile_group_stage(setup, stage_idx: int, tx):
-  """`step(state, teacher_vars, data, seeds) -> (state, metrics)`, vmapped over (state, seeds), jitted."""
+def compile_group_stage(setup, stage_idx: int, tx, steps: int = 1):
+  """`fn(state, teacher_vars, data, seeds, n) -> (state, metrics [steps, seed, ...])`, jitted:
+  n <= steps steps of the step vmapped over (state, seeds)."""
   cfg, st, ds = setup.config, setup.stages[stage_idx], setup.dataset
   repl = setup_lib.replicated(setup.mesh)
 
@@ -173,7 +166,18 @@ def compile_group_stage(setup, stage_idx: int, tx):
     return fn(state, teacher_vars, data)
 
   group = jax.vmap(one_seed, in_axes=(0, None, None, 0))
-  return jax.jit(group, donate_argnums=(0,), out_shardings=(repl, repl))
+
+  def fn(state, teacher_vars, data, seeds, n):
+    # n <= k vmapped steps in one dispatch, as loop.compile_stage: metrics [k, seed, ...].
+    _, m_shape = jax.eval_shape(group, state, teacher_vars, data, seeds)
+    buf = jax.tree.map(lambda a: jnp.zeros((steps,) + a.shape, a.dtype), m_shape)
+
+    def body(i, carry):
+      s, b = carry
+      s, m = group(s, teacher_vars, data, seeds)
+      return s, jax.tree.map(lambda x, y: x.at[i].set(y), b, m)
+    return jax.lax.fori_loop(0, n, body, (state, buf))
+  return jax.jit(fn, donate_argnums=(0,), out_shardings=(repl, repl))
 
 
 class GroupEvaluator(loop.Evaluator):
@@ -197,7 +201,7 @@ def _check_finite(pending, terms, seeds, dirs):
   """Raises loop.NonFiniteLossError naming the first bad step, its seed and loss terms."""
   if not pending:
     return []
-  host = jax.device_get(pending)
+  host = loop._unstack(jax.device_get(pending))
   for step, m in host:
     bad = np.flatnonzero(~np.isfinite(np.asarray(m['loss/total'])))
     if bad.size:
@@ -210,57 +214,84 @@ def _check_finite(pending, terms, seeds, dirs):
   return host
 
 
-def _write_json(path: str, text: str) -> None:
-  with open(path, 'w') as f:
-    f.write(text)
 
-
-def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None) -> dict[str, Any]:
+def train(cfg, setup, workdir: str, t_start: float, stop_after_steps: int | None = None,
+          on_config_change: str = 'error') -> dict[str, Any]:
   """Trains the group's seeds in one program; returns {'seeds', 'workdirs', 'runs': [results]}.
 
-  Mirrors `loop.train_and_evaluate` step for step (same logging, evaluation and
-  checkpoint cadence), so each seed's metrics.jsonl and results.json read like
-  a separate run's. `stop_after_steps` simulates an interruption (tests).
+  Called by `loop.train_and_evaluate` once the workdir is locked and claimed.
+  Mirrors `loop._train_loop` (logging, epoch means, evaluation, checkpoints,
+  totals), so each seed's metrics.jsonl and results.json read like a
+  separate run's. `stop_after_steps` simulates an interruption (tests).
   """
-  t_start = time.time()
   seeds = seed_list(cfg)
-  setup = setup_lib.build(cfg)
   _check_supported(cfg, setup)
-  n = len(seeds)
+  n_seeds = len(seeds)
   cfgs = [seed_config(cfg, s) for s in seeds]
-  dirs = [os.path.join(workdir, f'seed{k}') for k in range(n)]
-  os.makedirs(workdir, exist_ok=True)
-  _check_same_group(workdir, seeds)
-  _write_json(os.path.join(workdir, 'config.json'), config_lib.to_json(cfg))
+  dirs = [os.path.join(workdir, f'seed{k}') for k in range(n_seeds)]
   for d, c in zip(dirs, cfgs):
     os.makedirs(d, exist_ok=True)
-    _write_json(os.path.join(d, 'config.json'), config_lib.to_json(c))
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
+    workdir_lib.write_atomic(os.path.join(d, 'config.json'), config_lib.to_json(c))
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
+                               repair=True)
   writers = [metrics_lib.MetricWriter(d) for d in dirs]
-  repl = setup_lib.replicated(setup.mesh)
+  try:
+    return _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change, seeds,
+                       cfgs, dirs, ckpt, writers)
+  finally:
+    loop._close_quietly(ckpt, *writers)
 
+
+def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change, seeds, cfgs,
+                dirs, ckpt, writers):
+  n_seeds = len(seeds)
+  repl = setup_lib.replicated(setup.mesh)
+  totals = [workdir_lib.Totals(d) for d in dirs]
   variables = init_group(setup, seeds)
-  restored = restore(setup, ckpt, variables)
+  had_checkpoints = bool(ckpt.steps())
+  # As loop.py: unreadable checkpoints of this (claimed) config are corrupt and set aside,
+  # unless the config was allowed to change (another seed list does not fit them).
+  restored = restore(setup, ckpt, variables, all_unreadable_aside=on_config_change != 'continue')
+  if restored is None and had_checkpoints and on_config_change == 'continue':
+    raise ValueError(f'no checkpoint in {workdir} fits the new config (the seeds, the model or its '
+                     f'auxiliary modules changed); use --force_new to start a new run instead.')
   if restored is None:
     state = fresh_state(setup, variables)
     histories = [w.truncate_after(-1) for w in writers]
+    restored_step = -1
   else:
     restored_step, state = restored
-    print(f'Resuming {n} seeds from checkpoint step {restored_step} in {workdir}.', flush=True)
+    print(f'Resuming {n_seeds} seeds from checkpoint step {restored_step} in {workdir}.', flush=True)
     histories = [w.truncate_after(restored_step) for w in writers]
+  bases = [t.at(restored_step) for t in totals]
 
   evaluator = GroupEvaluator(setup)
   ds = setup.dataset
   device_data = jax.device_put({'image': ds.train_images, 'label': ds.train_labels.astype(np.int32)},
                                repl)
-  teacher_vars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
+  teacher_vars = inputs.replicate(setup.teacher.variables if setup.teacher else {}, repl)
   seed_arr = jax.device_put(jnp.asarray(seeds, jnp.int32), repl)
 
   spe = setup.steps_per_epoch
+  run_name = os.path.basename(os.path.abspath(workdir))
   step = int(state['step'][0])
-  images_seen, train_time = 0, 0.0
+  images_seen, train_time = 0, 0.0  # per seed
   interrupted = False
   final_evals = None
+  partial = [t.partial_epoch(step) if restored is not None else ({}, 0) for t in totals]
+  epoch_sums, epoch_count = [p[0] for p in partial], partial[0][1]
+
+  def record_totals(step, with_epoch=True):
+    for k, t in enumerate(totals):
+      t.record(step, {'wall_time_sec': bases[k]['wall_time_sec'] + time.time() - t_start,
+                      'train_time_sec': bases[k]['train_time_sec'] + train_time,
+                      'train_images': bases[k]['train_images'] + images_seen},
+               epoch_sums[k] if with_epoch else None, epoch_count if with_epoch else 0)
+
+  def save(step, state):
+    record_totals(step)
+    ckpt.save(step, state)
+
   with ckpt_lib.StopSignal() as stop:
     for stage_idx in range(setup.stage_of(step), len(setup.stages)):
       st = setup.stages[stage_idx]
@@ -270,35 +301,53 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
       tx, schedule = optim.stage_tx(setup, stage_idx, state['params'])
       terms = setup.stage_terms[stage_idx]
       batch_size = st.optim.batch_size
-      train_step = compile_group_stage(setup, stage_idx, tx)
-      pending = []
-      bar = loop._progress(cfg, stage_idx, st, start, end, step)
+      k_steps = loop.steps_per_dispatch(cfg, ds)
+      multi_step = compile_group_stage(setup, stage_idx, tx, steps=k_steps)
+      pending, bar = [], None
       t_mark, timed_steps = None, 0  # steady-state clock, as in loop.py
       while step < end:
-        state, m = train_step(state, teacher_vars, device_data, seed_arr)
-        pending.append((step, m))
-        step += 1
+        limit = min(end, start + ((step - start) // spe + 1) * spe)
+        if stop_after_steps is not None and stop_after_steps > step:
+          limit = min(limit, stop_after_steps)
+        n = min(k_steps, limit - step)
+        state, m = multi_step(state, teacher_vars, device_data, seed_arr, np.int32(n))
+        pending.append((step, m, n))
+        step += n
         if t_mark is None:
           jax.block_until_ready(m)
           t_mark = time.time()
+          bar = loop._progress(cfg, run_name, st, start, end, step)
         else:
-          timed_steps += 1
-        if bar is not None:
-          bar.update(1)
+          timed_steps += n
+          if bar is not None:
+            bar.update(n)
         epoch_end = (step - start) % spe == 0
-        if len(pending) >= cfg.log_every_steps or epoch_end or step == end:
+        stopping = stop.requested or (stop_after_steps is not None and step >= stop_after_steps)
+        if (sum(e[2] for e in pending) >= cfg.log_every_steps or epoch_end or step == end
+            or stopping):
           host = _check_finite(pending, terms, seeds, dirs)
+          ckpt.check()
           pending = []
           now = time.time()
           train_time += now - t_mark
           images_seen += timed_steps * batch_size
           t_mark, timed_steps = now, 0
+          for _, hm in host:
+            for k in range(n_seeds):
+              for name, value in hm.items():
+                epoch_sums[k][name] = epoch_sums[k].get(name, 0.0) + float(value[k])
+          epoch_count += len(host)
           last_step, last = host[-1]
           lr = float(schedule(last_step - start))
           for k, w in enumerate(writers):
             w.write(last_step + 1, 'train',
                     {**{key: float(v[k]) for key, v in last.items()}, 'learning_rate': lr})
         epochs_done = (step - start) / spe
+        if epoch_end and epoch_count:
+          for k, w in enumerate(writers):
+            w.write(step, 'train_epoch', {'epoch': step / spe, **{
+                key: v / epoch_count for key, v in epoch_sums[k].items()}})
+          epoch_sums, epoch_count = [{} for _ in seeds], 0
         if epoch_end and (round(epochs_done) % cfg.eval_every_epochs == 0 or step == end):
           evals = evaluator(state, final=(step == setup.total_steps))
           for res, w, history in zip(evals, writers, histories):
@@ -314,38 +363,51 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
           ntx, _ = optim.stage_tx(setup, stage_idx + 1, state['params'])
           state = {**state, 'opt': jax.jit(jax.vmap(ntx.init), out_shardings=repl)(state['params'])}
         if (epoch_end and round(epochs_done) % cfg.checkpoint_every_epochs == 0) or step == end:
-          ckpt.save(step, state)
+          save(step, state)
         if epoch_end:
           t_mark = time.time()
-        if stop.requested or (stop_after_steps is not None and step >= stop_after_steps):
-          ckpt.save(step, state)
+        if stopping or stop.requested:
+          save(step, state)
           interrupted = True
           break
       if bar is not None:
         bar.close()
       if interrupted:
         break
-  ckpt.close()
-  for w in writers:
-    w.close()
+  ckpt.wait()
   if interrupted:
     print(f'Stopped at step {step}; checkpoint saved. Run the same command again to resume.', flush=True)
     return {'interrupted': True, 'step': step}
-  if final_evals is None:  # Resumed after the end: re-evaluate the final state.
-    final_evals = evaluator(state, final=True)
-  # Throughput per seed (what each seed's run got); the group's total is N times that.
-  ips = images_seen / train_time if train_time > 0 else float('nan')
-  wall = time.time() - t_start
+  if final_evals is None:  # Rerun of a finished group: the final evaluations are in the histories.
+    done = [[r for r in h if r.get('kind') == 'eval' and r['step'] == setup.total_steps
+             and 'ece' in r] for h in histories]
+    if all(done):
+      final_evals = [{k: v for k, v in d[-1].items() if k not in ('step', 'kind', 'time')}
+                     for d in done]
+    else:
+      final_evals = [{**r, 'epoch': setup.total_steps / spe, 'stage': len(setup.stages) - 1}
+                     for r in evaluator(state, final=True)]
+  if str(step) not in totals[0].by_step:
+    record_totals(step, with_epoch=False)
   runs = []
   for k, (c, d) in enumerate(zip(cfgs, dirs)):
-    res = loop._results(c, setup, histories[k], final_evals[k], wall, ips)
-    res['group'] = {'workdir': os.path.abspath(workdir), 'index': k, 'seeds': seeds,
-                    'train_images_per_sec': ips * n if math.isfinite(ips) else ips}
-    _write_json(os.path.join(d, 'results.json'), json.dumps(res, indent=2))
+    acc = totals[k].at(step)
+    res = loop._results(c, setup, histories[k], final_evals[k], acc['wall_time_sec'],
+                        acc['train_images'] / acc['train_time_sec'] if acc['train_time_sec'] > 0
+                        else None)
+    res['train_time_sec'] = acc['train_time_sec']
+    res['train_images'] = int(acc['train_images'])
+    seed_state = unstack(state, k)
+    res['params'] = loop._param_counts(setup, seed_state)
+    # Each seed's images per second is the group's divided by the number of seeds.
+    res['group'] = {'workdir': os.path.abspath(workdir), 'index': k, 'seeds': seeds}
+    res = workdir_lib.strict_json(res)
+    workdir_lib.write_atomic(os.path.join(d, 'results.json'),
+                             json.dumps(res, indent=2, allow_nan=False))
     # The seed's final state as its own checkpoint: eval, export, analyze and
     # teacher.checkpoint read a seed directory like any run's.
     seed_ckpt = ckpt_lib.Checkpointer(os.path.join(d, 'checkpoints'), keep=cfg.keep_checkpoints)
-    seed_ckpt.save(step, unstack(state, k))
+    seed_ckpt.save(step, seed_state)
     seed_ckpt.close()
     runs.append(res)
-  return {'num_seeds': n, 'seeds': seeds, 'workdirs': dirs, 'runs': runs}
+  return {'num_seeds': n_seeds, 'seeds': seeds, 'workdirs': dirs, 'runs': runs}

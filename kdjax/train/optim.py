@@ -5,6 +5,12 @@ coupled weight decay (g + wd * p) before momentum, `v = mu * v + g`,
 Nesterov `g + mu * v`, and the decay applied to every parameter (BN included)
 unless a term opts out (`Term.aux_weight_decay`).
 
+`optim.name` picks the update: 'sgd' (above), 'dot' (DOT, Zhao et al. 2023,
+mdistiller `engine/dot.py`: see `train/dot.py`; the step then computes the
+task and distillation gradients separately because the optimizer asks for
+them) or 'adam' (PyTorch Adam: L2 `g + wd * p` before the moments, bias
+correction, eps outside the square root; SRRL's binary students).
+
 Batch-size scaling: with `optim.base_batch_size > 0` the learning rate is
 `lr * batch_size / base_batch_size` (Goyal et al.'s linear rule); recipes in
 `configs/` give the lr for their own batch size and leave it at 0.
@@ -19,6 +25,9 @@ import jax
 import optax
 
 from kdjax.distill.api import merge_needs
+from kdjax.train import dot
+
+OPTIMIZERS = ('sgd', 'dot', 'adam')
 
 
 def learning_rate(optim, steps_per_epoch: int, epochs: float) -> optax.Schedule:
@@ -83,7 +92,7 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
       parameters that match none of them are frozen (zero update, no decay).
     no_decay_prefixes: path prefixes exempt from weight decay.
     update_groups: regexes defining parameter groups that the step updates
-      one after another (declared by terms, see `step.update_groups`); each
+      one after another (declared by terms, see `update_groups`); each
       gets its own optimizer state. Parameters in no group are frozen. One
       group or none: the plain update.
   """
@@ -97,11 +106,22 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
     raise ValueError(f'stage.trainable={list(trainable)} matches no parameter; paths look like '
                      f'{sorted(paths)[:3]}')
   decay_mask = label_tree(params, lambda k: not k.startswith(tuple(no_decay_prefixes)))
-  sgd = optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask) if optim.weight_decay else optax.identity(),
-      optax.trace(decay=optim.momentum, nesterov=optim.nesterov) if optim.momentum else optax.identity(),
-      optax.scale_by_learning_rate(schedule),
-  )
+  name = optim.get('name', 'sgd')
+  if name not in OPTIMIZERS:
+    raise ValueError(f'unknown optim.name {name!r}; use one of {", ".join(OPTIMIZERS)}.')
+  if name == 'dot':
+    return _dot_tx(optim, schedule, params, paths, decay_mask, is_trainable, update_groups)
+  decay = (optax.add_decayed_weights(optim.weight_decay, mask=decay_mask) if optim.weight_decay
+           else optax.identity())
+  if name == 'adam':
+    sgd = optax.chain(decay, optax.scale_by_adam(b1=optim.adam_b1, b2=optim.adam_b2, eps=optim.adam_eps),
+                      optax.scale_by_learning_rate(schedule))
+  else:
+    sgd = optax.chain(
+        decay,
+        optax.trace(decay=optim.momentum, nesterov=optim.nesterov) if optim.momentum else optax.identity(),
+        optax.scale_by_learning_rate(schedule),
+    )
   if len(update_groups) > 1:
     for i, g in enumerate(update_groups):
       if not any(group_of(k, update_groups) == f'group{i}' for k in paths):
@@ -112,9 +132,35 @@ def make_tx(optim, schedule: optax.Schedule, params, *, trainable: Sequence[str]
     txs = {name: sgd for name in (f'group{i}' for i in range(len(update_groups)))}
     return optax.multi_transform({**txs, 'freeze': optax.set_to_zero()}, labels)
   # One group (or none) is the plain update; parameters outside a declared group stay frozen.
-  in_group = (lambda k: group_of(k, update_groups) is not None) if update_groups else (lambda k: True)
+  def in_group(k):
+    return not update_groups or group_of(k, update_groups) is not None
   labels = label_tree(params, lambda k: 'train' if is_trainable(k) and in_group(k) else 'freeze')
   return optax.multi_transform({'train': sgd, 'freeze': optax.set_to_zero()}, labels)
+
+
+def _dot_tx(optim, schedule, params, paths, decay_mask, is_trainable, update_groups):
+  """`dot.dot_sgd` with freezing as masks: a frozen leaf gets neither gradient (no update, no decay).
+
+  The task (CE) gradient reaches only the student (`student/...`); the
+  distillation gradient reaches every trainable leaf. A student leaf that no
+  term reaches (a feature method's classifier) keeps two buffers where
+  mdistiller, which sees `grad is None`, keeps one with the mean momentum.
+  """
+  if len(update_groups) > 1:
+    raise ValueError("optim.name='dot' cannot run a method with several update groups (DML-style "
+                     "alternating updates); use optim.name='sgd'.")
+  if optim.nesterov:
+    raise ValueError("optim.name='dot' has no Nesterov variant (mdistiller's DOT has none); set "
+                     "optim.nesterov=False.")
+  if not optim.momentum:
+    raise ValueError("optim.name='dot' needs optim.momentum > 0 (mdistiller: 0.9).")
+  del paths
+  in_group = lambda k: not update_groups or group_of(k, update_groups) is not None
+  train = label_tree(params, lambda k: is_trainable(k) and in_group(k))
+  task = label_tree(params, lambda k: k.startswith('student/') and is_trainable(k) and in_group(k))
+  return dot.dot_sgd(schedule, momentum=optim.momentum, delta=optim.dot_delta,
+                     weight_decay=optim.weight_decay, decay_mask=decay_mask, task_mask=task,
+                     kd_mask=train)
 
 
 def stage_tx(setup, stage_idx: int, params):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from kdjax.distill.api import Context, Needs, Term, merge_needs
+from kdjax.train import dot as dot_lib
 from kdjax.train import optim as optim_lib
 
 # The one table of RNG stream ids (changing one changes every run):
@@ -78,6 +79,12 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
   needs = stage_needs(terms)
   survival = None if needs.survival is None else jnp.asarray(needs.survival, jnp.float32)
   groups = optim_lib.update_groups(needs)
+  # An optimizer that takes the task and distillation gradients separately
+  # (DOT) gets them from one forward pass; every other optimizer gets the
+  # gradient of the total loss, computed exactly as before.
+  split = dot_lib.takes_split_gradients(tx)
+  if split and len(groups) > 1:
+    raise ValueError('an optimizer taking split gradients (DOT) cannot run several update groups.')
 
   def step_fn(state, teacher_vars, data):
     step = state['step']
@@ -119,6 +126,7 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       s_feats = {**s_feats, 'logits': s_logits}
       ce = cross_entropy(s_logits, labels)
       total = cfg.ce_weight * ce
+      kd_total = jnp.zeros((), total.dtype)  # the distillation part alone (DOT's second gradient)
       metrics = {'loss/ce': ce}
       new_aux_states = dict(aux_states)
       declared = dict(
@@ -136,15 +144,29 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
                       num_classes=cfg.num_classes, **declared)
         loss, term_metrics, term_state = term.loss(aux, ctx)
         total = total + term.weight * loss
+        kd_total = kd_total + term.weight * loss
         metrics[f'loss/{term.name}'] = loss
         metrics.update({f'{term.name}/{k}': v for k, v in term_metrics.items()})
         if term_state:
           new_aux_states[term.name] = {**aux_states.get(term.name, {}), **term_state}
       metrics['loss/total'] = total
       metrics['train_accuracy'] = jnp.mean(jnp.argmax(s_logits, -1) == labels)
-      return total, (metrics, new_model_state['batch_stats'], new_aux_states)
+      return total, (metrics, new_model_state['batch_stats'], new_aux_states,
+                     (cfg.ce_weight * ce, kd_total))
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if split:
+      def grad_fn(params, batch_stats, aux_states):
+        def pair_fn(p):
+          total, (m, bs, auxs, parts) = loss_fn(p, batch_stats, aux_states)
+          return parts, (total, m, bs, auxs)
+        _, (total, m, bs, auxs), grads = dot_lib.dot_value_and_grads(pair_fn, params)
+        return (total, (m, bs, auxs)), grads
+    else:
+      value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+      def grad_fn(params, batch_stats, aux_states):
+        (total, (m, bs, auxs, _)), grads = value_and_grad(params, batch_stats, aux_states)
+        return (total, (m, bs, auxs)), grads
     params, batch_stats, aux_states, opt = (state['params'], state['batch_stats'],
                                             state['aux_state'], state['opt'])
     # Each group is updated after a fresh forward pass that already sees the
@@ -167,7 +189,10 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       params = optax.apply_updates(params, updates)
       finite = finite & jnp.isfinite(loss)
       grad_sq = grad_sq + optax.tree.norm(grads) ** 2
-    grad_norm = jnp.sqrt(grad_sq) if grouped else optax.tree.norm(grads)
+    if split:  # the norm of the total gradient, as for the other optimizers
+      grad_sq = optax.tree.norm(jax.tree.map(jnp.add, grads.task, grads.kd)) ** 2
+      grads = None
+    grad_norm = jnp.sqrt(grad_sq) if (grouped or split) else optax.tree.norm(grads)
     candidate = {'params': params, 'batch_stats': batch_stats, 'aux_state': aux_states, 'opt': opt}
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), candidate,
                         {k: state[k] for k in candidate})

@@ -1,4 +1,5 @@
-"""Attention transfer (Zagoruyko & Komodakis 2017, Paying More Attention to Attention; RD `Attention`).
+"""Attention transfer (Zagoruyko & Komodakis 2017, Paying More Attention to Attention;
+RD `Attention`).
 
 Formula:
   Q(F) = normalize(flatten(mean_c |F|^p)) per sample (`kdjax.losses.attention_map`)

@@ -60,7 +60,7 @@ def select_base_samples(teacher_logits: Array, student_logits: Array, labels: Ar
   """BSS base samples: correctly classified ones, top `attack_size` by the distill score.
 
   Eligible: teacher argmax == label (official code), and also student argmax ==
-  label when `require_student_correct` (the paper and METHODS.md). Score =
+  label when `require_student_correct` (the paper and docs/methods.md). Score =
   sum_{k != y} (p_t,k - p_s,k)^2 at tau = 1; the code keeps the highest scores
   when more than `attack_size` are eligible, all of them otherwise.
 
@@ -155,7 +155,7 @@ def build_bss(info: BuildInfo, *, weight: float = 1.0, temperature: float = 3.0,
 
   Defaults are the official CIFAR-10 script (tau 3, attack size 64, 10 steps of
   0.3, clamp 2.5); "KD beyond model compression" uses tau 4, attack size 32. Base samples: correct for
-  teacher and student (base='both', paper / METHODS.md) or for the teacher only
+  teacher and student (base='both', paper / docs/methods.md) or for the teacher only
   (base='teacher', the official code), top `attack_size` by the distill score;
   the target class is sampled from the teacher's non-top-1 classes. The
   schedules use the 1-indexed epoch floor(progress) + 1 as the code does

@@ -47,7 +47,7 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
   Returns sum_i L_i: because every target is stopped, the gradient of the sum
   with respect to member i's parameters is exactly the gradient of L_i, so the
   same scalar serves the simultaneous update (official TF) and the alternating
-  one (paper; the step's `update_groups`).
+  one (paper; `alternate=True` declares one update group per member).
 
   Args:
     member_logits: M >= 2 arrays [N, K].

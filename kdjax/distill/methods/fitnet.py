@@ -1,4 +1,5 @@
-"""FitNet hints with RD's ConvReg regressor (single-stage RD, two-stage as in "KD beyond model compression").
+"""FitNet hints (Romero et al. 2015) with RD's ConvReg regressor (single-stage as RD,
+two-stage as "KD beyond model compression").
 
 Synopsis:
   dict(method='fitnet', weight=100.0)                 RD: CE + 100 MSE(r(s.stage2), t.stage2)

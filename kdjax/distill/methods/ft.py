@@ -9,7 +9,7 @@ Both phases build the same term name 'ft' with the same variables
 (frozen) one used in stage 2 (restrict `stage.trainable` as the `rd_cifar100` configs
 does: stage 1 '^aux/ft/paraphraser/', stage 2 '^student/', '^aux/ft/translator/').
 
-Variants (METHODS.md FT):
+Variants (docs/methods.md FT):
   'official' (default; Jangho-Kim/Factor-Transfer-pytorch): no BN anywhere; factor
      loss = L1-mean of per-sample L2-normalised flattened factors; reconstruction
      L1; weight 500.
@@ -50,7 +50,8 @@ def ft_factor_official(factor_s: Array, factor_t: Array) -> Array:
   s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
   chex.assert_equal_shape([s, t])
   n = s.shape[0]
-  return jnp.mean(jnp.abs(losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))))
+  d = losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))
+  return jnp.mean(jnp.abs(d))
 
 
 def ft_reconstruction(rec: Array, target: Array, kind: str = 'mse') -> Array:

@@ -22,7 +22,7 @@ Synopsis:
   loss = soft_cross_entropy(logits, targets)                  # tau 1
   memory = update_memory(memory, index, logits)               # this epoch's softmax
 
-Source: METHODS.md section 1 and lgcnsai/PS-KD-Pytorch (main.py): targets
+Source: docs/methods.md and lgcnsai/PS-KD-Pytorch (main.py): targets
 (1 - alpha_t) onehot(y) + alpha_t P_prev[i], with P_prev the detached softmax
 stored for sample i during the previous epoch; at epoch 0 the memory is the
 one-hot label, so the targets are the labels. Memory entries are

@@ -7,7 +7,7 @@ z_S: the sampled sub-network, the student pass with residual branch l kept
 with probability p_l = 1 - (l / L)(1 - p_L) (`final_survival_prob` p_L = 0.5,
 eq. 3); z_T: the expected network, every branch scaled by p_l (eq. 4); one
 backward through both passes. The paper writes KL(p^S, p^T); kdjax uses the
-standard Hinton direction KL(p_T || p_S) (METHODS.md marks the direction
+standard Hinton direction KL(p_T || p_S) (docs/methods.md marks the direction
 [UNVERIFIED]); `kl_direction='student_teacher'` gives KL(p_S || p_T).
 
   config.distill.ce_weight = 0.0                   # the term computes CE(sub) itself
@@ -105,7 +105,7 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
                         temperature: float = 3.0, stop_teacher: bool = False,
                         kl_direction: str = 'teacher_student', student_ce: bool = True,
                         final_survival_prob: float = 0.5) -> Term:
-  """Sub-network (stochastic depth, p_L 0.5) distilled from the expected network (lam 0.25, tau 3)."""
+  """Stochastic-depth sub-network (p_L 0.5) distilled from the expected network (lam 0.25, tau 3)."""
   if 'logits' not in info.student_shapes:
     raise ValueError('self_guidance: the student has no "logits" feature.')
   if not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -120,7 +120,8 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
   def loss(ctx: Context):
     if ctx.survival is None or ctx.apply_student is None:
       raise ValueError('self_guidance: the Context lacks the survival probabilities or '
-                       'apply_student this term declares (Term.needs); run it through the train step.')
+                       'apply_student this term declares (Term.needs); run it through the '
+                       'train step.')
     full_logits, _ = ctx.apply_student(ctx.images, branch_scale=ctx.survival)
     return self_guidance(ctx.student['logits'], full_logits, ctx.labels, lam=lam,
                            temperature=temperature, stop_teacher=stop_teacher,

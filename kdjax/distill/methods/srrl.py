@@ -49,7 +49,7 @@ Synopsis:
   h = connector(student_last_map)                      # 1x1 conv + BN + ReLU (C_s -> C_t)
   v_s = mean_hw(h); v_t = teacher 'pooled'
   l_fm = feature_matching(v_s, v_t)
-  z_sc = teacher_head(v_s, kernel_t, bias_t)           # frozen teacher FC
+  z_sc = apply_teacher_head(v_s, kernel_t, bias_t)     # frozen teacher FC
   l_sr = softmax_regression(z_sc, teacher_logits, labels, kind='mse')
   loss = alpha * l_fm + beta * l_sr
 
@@ -88,7 +88,7 @@ def feature_matching(student_vec: Array, teacher_vec: Array) -> Array:
   return jnp.mean(d * d)
 
 
-def teacher_head(vec: Array, kernel: Array, bias: Array | None) -> Array:
+def apply_teacher_head(vec: Array, kernel: Array, bias: Array | None) -> Array:
   """z = vec @ W_T + b_T with the teacher's classifier frozen (stop_gradient on W_T, b_T).
 
   Gradients flow into `vec` (the connector and the student), never into W_T, b_T.
@@ -223,7 +223,7 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
         raise ValueError(f'srrl: teacher head {teacher_head!r} has kernel {head["kernel"].shape}, '
                          f'expected {(c_t, t_logits[-1])}.')
       l_fm = feature_matching(v_s, t_feat)
-      z_sc = teacher_head(v_s, head['kernel'], head.get('bias'))
+      z_sc = apply_teacher_head(v_s, head['kernel'], head.get('bias'))
     else:
       l_fm = feature_matching(v_s, jnp.mean(t_feat, axis=(1, 2)))
       tvars = jax.lax.stop_gradient({'params': ctx.teacher_variables['params'],

@@ -30,7 +30,8 @@ def vid_nll(mean: Array, var: Array, target: Array) -> Array:
   """RD `VIDLoss`: mean over N*C*H*W of 0.5 [(mu - t)^2 / sigma^2 + log sigma^2]."""
   chex.assert_equal_shape([mean, target])
   var = losses.f32(var)
-  return jnp.mean(0.5 * (jnp.square(losses.f32(mean) - jax.lax.stop_gradient(losses.f32(target))) / var + jnp.log(var)))
+  sq = jnp.square(losses.f32(mean) - jax.lax.stop_gradient(losses.f32(target)))
+  return jnp.mean(0.5 * (sq / var + jnp.log(var)))
 
 
 def softplus_inverse(y: float) -> float:
