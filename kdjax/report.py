@@ -105,7 +105,9 @@ def seed_workdirs(workdir: str) -> list[str]:
   with open(path) as f:
     cfg = json.load(f)
   n = len(cfg.get('seeds') or ()) or int(cfg.get('num_seeds', 1))
-  return [os.path.join(workdir, f'seed{k}') for k in range(n)] if n > 1 or cfg.get('seeds') else [workdir]
+  if n == 1 and not cfg.get('seeds'):
+    return [workdir]
+  return [os.path.join(workdir, f'seed{k}') for k in range(n)]
 
 
 def load(workdirs: Sequence[str]) -> list[Run]:
