@@ -28,6 +28,10 @@ ConfigDict = ml_collections.ConfigDict
 def base_config() -> ConfigDict:
   c = ConfigDict()
   c.seed = 0
+  # Seeds in parallel (kdjax/train/multiseed.py): N runs (seeds seed..seed+N-1, or the
+  # `seeds` list) vmapped in one program, written to WORKDIR/seed<k>/.
+  c.num_seeds = 1
+  c.seeds = ()
   c.epochs = 240
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 # Keys that do not define an experiment: runs differing only here are averaged.
-IGNORED = ('seed', 'progress_bar', 'log_every_steps', 'eval_every_epochs', 'checkpoint_every_epochs',
-           'keep_checkpoints', 'eval_batch_size', 'data.data_dir', 'data.path', 'teacher.checkpoint')
+IGNORED = ('seed', 'num_seeds', 'seeds', 'progress_bar', 'log_every_steps', 'eval_every_epochs',
+           'checkpoint_every_epochs', 'keep_checkpoints', 'eval_batch_size', 'data.data_dir',
+           'data.path', 'teacher.checkpoint')
 
 
 @dataclasses.dataclass
@@ -96,8 +97,22 @@ def _read(workdir: str) -> Run:
   return Run(workdir, results, config)
 
 
+def seed_workdirs(workdir: str) -> list[str]:
+  """[workdir], or the seed<k> runs of a group of seeds trained together (num_seeds > 1)."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(os.path.join(workdir, 'results.json')) or not os.path.exists(path):
+    return [workdir]
+  with open(path) as f:
+    cfg = json.load(f)
+  n = len(cfg.get('seeds') or ()) or int(cfg.get('num_seeds', 1))
+  if n == 1 and not cfg.get('seeds'):
+    return [workdir]
+  return [os.path.join(workdir, f'seed{k}') for k in range(n)]
+
+
 def load(workdirs: Sequence[str]) -> list[Run]:
-  return [_read(d) for d in workdirs]
+  """The runs of `workdirs`; a group of seeds trained together reads as its seed<k> runs."""
+  return [_read(s) for d in workdirs for s in seed_workdirs(d)]
 
 
 def value(run: Run, metric: str = 'last') -> float:

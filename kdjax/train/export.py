@@ -30,6 +30,8 @@ def restore_workdir(workdir: str):
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f'{workdir!r} is not a kdjax workdir (no config.json).')
   cfg = config_lib.from_json(cfg_path)
+  from kdjax.train import multiseed
+  multiseed.check_not_group(cfg, workdir)
   _find_teacher(cfg, workdir)
   setup = setup_lib.build(cfg)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)

@@ -22,7 +22,10 @@ def epoch_key(seed: int, epoch):
 
 
 def in_memory_batch_fn(dataset, data_cfg, *, seed: int, batch_size: int, steps_per_epoch: int):
-  """`batch_fn(data, step, key)` for data = {'image': uint8 [N,H,W,C], 'label': int32 [N]}."""
+  """`batch_fn(data, step, key)` for data = {'image': uint8 [N,H,W,C], 'label': int32 [N]}.
+
+  `seed` may be a traced int32 scalar (seeds vmapped by multiseed.py).
+  """
   mean = jnp.asarray(dataset.mean, jnp.float32)
   std = jnp.asarray(dataset.std, jnp.float32)
 

@@ -158,7 +158,11 @@ class Evaluator:
 
   def __call__(self, state, final: bool = False) -> dict[str, float]:
     params, bs = state['params']['student'], state['batch_stats']
-    outputs = self._logits(lambda x: self.fn(params, bs, x))
+    return self.metrics(self._logits(lambda x: self.fn(params, bs, x)), final)
+
+  def metrics(self, outputs: dict[str, np.ndarray], final: bool = False) -> dict[str, float]:
+    """Metrics of test-split outputs {name: logits}, the student's under 'logits'."""
+    outputs = dict(outputs)
     logits = outputs.pop('logits')
     res = metrics_lib.classification_metrics(logits, self.labels)
     if self.teacher_logits is not None:
@@ -214,7 +218,9 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
   """
   t_start = time.time()
   from kdjax import validate
+  from kdjax.train import multiseed  # seeds in parallel: one vmapped program, its own loop
   validate.check_config(cfg)
+  group = multiseed.check_group(cfg)  # [] for a single run; bad seed settings fail here
   _absolute_teacher(cfg)
   is_main = jax.process_index() == 0
   cfg_json = config_lib.to_json(cfg)
@@ -228,6 +234,8 @@ def train_and_evaluate(cfg, workdir: str, *, stop_after_steps: int | None = None
     setup = setup_lib.build(cfg)
     if is_main:
       workdir_lib.claim(workdir, cfg_json, on_config_change)
+    if group:
+      return multiseed.train(cfg, setup, workdir, t_start, stop_after_steps, on_config_change)
     return _train(cfg, setup, workdir, t_start, stop_after_steps, on_config_change)
   finally:
     if lock is not None:

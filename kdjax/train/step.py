@@ -47,7 +47,7 @@ def cross_entropy(logits, labels):
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   """Static description of one stage's step (method-specific needs come from the terms)."""
-  seed: int
+  seed: int  # or a traced int32 scalar: multiseed.py vmaps the step over seeds
   steps_per_epoch: int
   stage_start_step: int
   stage_epochs: float
@@ -65,7 +65,7 @@ def group_names(groups):
 
 
 def step_keys(seed: int, step):
-  """The step's base key: a pure function of (seed, step)."""
+  """The step's base key: a pure function of (seed, step); `seed` may be traced."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STREAM_STEP), step)
 
 
