@@ -20,9 +20,9 @@ real-valued, as in XNOR-Net / XNOR-Net++. Stages 64/128/256/512, blocks
 
 Features: `stem`, `stage1..4` (block outputs), `stage1..4_preact` (the same
 maps: a binary stage ends in a sum, no ReLU), `last_map` (ReLU(BN(stage4)),
-what is pooled), `pooled` (the logits are returned beside them). Registered
-as binary_resnet18 and binary_resnet34 (ImageNet stem) and
-binary_resnet18_cifar / binary_resnet34_cifar (3x3 stem). The scales beta/gamma have one entry per
+what is pooled), `pooled`, `logits`. Registered as binary_resnet18 and
+binary_resnet34 (ImageNet stem) and binary_resnet18_cifar /
+binary_resnet34_cifar (3x3 stem). The scales beta/gamma have one entry per
 output row/column, so parameter shapes depend on the input size.
 Not from an official release (the papers give no code): the block order
 (BN -> sign -> conv -> scale -> PReLU), the shortcut and the initialisations
@@ -127,11 +127,15 @@ class BinaryResNet(nn.Module):
   cifar: bool = False
   arch: str = 'binary_resnet'
 
+  def bn_before_relu(self) -> dict:
+    """None: a binary stage ends in a sum with no BN -> ReLU (OFD margins need a teacher's)."""
+    return {}
+
   def spec(self) -> ModelSpec:
     s = len(self.sizes)
     return ModelSpec(
         arch=self.arch, feature_names=standard_features(s), num_stages=s, num_blocks=0,
-        bn_before_relu={}, has_forward_from=False,
+        bn_before_relu=self.bn_before_relu(), has_forward_from=False,
         stage_params=((names_regex(['conv1', 'bn1']),),)
         + tuple((rf'^layer{k}_\d+_unit\d/',) for k in range(1, s + 1)))
 
@@ -155,7 +159,7 @@ class BinaryResNet(nn.Module):
     # A final BN + ReLU before pooling keeps the real-valued head on a normalised input.
     x = feats['last_map'] = nn.relu(common.batch_norm(train, 'bn_final')(x))
     feats['pooled'] = common.global_pool(x)
-    logits = common.Head(self.num_classes)(feats['pooled'])
+    logits = feats['logits'] = common.Head(self.num_classes)(feats['pooled'])
     return logits, feats
 
 
