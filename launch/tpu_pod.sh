@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kdjax train on every host of a TPU pod slice. Run from your workstation:
-#   TPU=my-pod ZONE=us-central2-b launch/tpu_pod.sh configs/imagenet/kd_resnet34_resnet18.py gs://bucket/run
+#   TPU=my-pod ZONE=us-central2-b launch/tpu_pod.sh configs/imagenet.py:method=kd,teacher=resnet34,student=resnet18 gs://bucket/run
 # Every host runs the same entry point as launch/local_multiprocess.py's processes,
 # `python -m kdjax.runtime train ...` with KDJAX_DISTRIBUTED=1; on a pod JAX finds the
 # coordinator, the process count and each host's rank itself. The multi-process path
