@@ -107,3 +107,7 @@ def test_training_run_from_another_run_keeps_its_weights_at_tiny_lr(tmp_path):
   _, b = ckpt_lib.restore_exported(str(tmp_path / 'dst' / 'checkpoints'))
   for (k, x), (_, y) in zip(_leaves(a['params']['student']), _leaves(b['params']['student'])):
     np.testing.assert_allclose(y, x, rtol=0, atol=1e-25, err_msg=str(k))  # lr must be > 0
+  import json
+  res = json.load(open(tmp_path / 'dst' / 'results.json'))
+  assert res['init_from']['workdir'] == str(tmp_path / 'src')
+  assert res['init_from']['checkpoint_hash'] == setup_lib.build(cfg).init_from.hash

@@ -34,11 +34,16 @@ PARAMS = {
     'resnet18': (11_689_512, '11.69'), 'resnet34': (21_797_672, '21.80'),
     'resnet50': (25_557_032, '25.56'), 'mobilenetv1': (4_231_976, '4.23'),
     'resnet50_basic': (764_404, '0.764'),  # Self-Guidance's CIFAR ResNet-50 (n = 8)
+    # Binary XNOR-Net++ ResNets (SRRL Table 8): the scales depend on the input size (32 / 64).
+    'binary_resnet18_cifar': (11_228_420, '11.23'), 'binary_resnet34_cifar': (21_344_404, '21.34'),
+    'binary_resnet18': (11_697_560, '11.70'), 'binary_resnet34': (21_813_344, '21.81'),
 }
-IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1')
+IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'mobilenetv1', 'binary_resnet18', 'binary_resnet34')
 
 
 def _family(name):
+  if name.startswith('binary_'):
+    return 'binary_cifar' if name.endswith('_cifar') else 'binary'
   if name in IMAGENET:
     return 'imagenet'
   if name == 'mobilenetv1_cifar':
@@ -55,6 +60,7 @@ SPATIAL = {
     'mobilenetv2': (16, 16, 8, 4, 2), 'shufflenetv1': (32, 16, 8, 4),
     'shufflenetv2': (32, 16, 8, 4), 'resnet_v2': (32, 32, 16, 8, 4), 'imagenet': (32, 16, 8, 4, 2),
     'mobilenetv1_cifar': (32, 32, 16, 8, 8),
+    'binary': (32, 16, 8, 4, 2), 'binary_cifar': (32, 32, 16, 8, 4),
 }
 RESIDUAL = ('resnet', 'wrn', 'resnet_v2')
 
@@ -121,7 +127,8 @@ def test_feature_names_and_shapes(name):
   # bn_before_relu: one BN per preact feature, with one scale per channel of that feature
   # (ShuffleNetV2's bn3 covers the second half of the channels only; see shufflenet.py).
   bn_map = model.bn_before_relu()
-  assert set(bn_map) == {s + '_preact' for s in stages}
+  # Binary stages end in a sum: no BN feeds a ReLU there (binary_resnet.py).
+  assert set(bn_map) == (set() if fam.startswith('binary') else {s + '_preact' for s in stages})
   for feat_name, path in bn_map.items():
     bn = _get(var['params'], path)
     assert set(bn) == {'scale', 'bias'}

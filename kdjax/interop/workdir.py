@@ -95,7 +95,7 @@ def write_workdir(workdir: str, cfg, variables: Mapping, *, dataset=None, note: 
   ckpt_dir = os.path.join(workdir, 'checkpoints')
   num_classes = int(np.shape(variables['params']['head']['bias'])[0])
   ds = dataset if dataset is not None else _shape_only_dataset(cfg, num_classes)
-  setup = setup_lib.build(cfg, dataset=ds, teacher=None)
+  setup = setup_lib.build(cfg, dataset=ds, teacher=None, read_init_from=False)
   fresh = setup_lib.init_variables(setup)
   got = jax.tree.map(np.shape, {'params': dict(variables['params']),
                                 'batch_stats': dict(variables.get('batch_stats', {}))})

@@ -33,7 +33,7 @@ def restore_workdir(workdir: str):
   from kdjax.train import multiseed
   multiseed.check_not_group(cfg, workdir)
   _find_teacher(cfg, workdir)
-  setup = setup_lib.build(cfg)
+  setup = setup_lib.build(cfg, read_init_from=False)  # the run's own checkpoint follows
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints)
   restored = restore(setup, ckpt, setup_lib.init_variables(setup))
   ckpt.close()
