@@ -1,4 +1,4 @@
-"""RepDistiller / CRD CIFAR-100 benchmark (Tian et al. 2020), with DKD and WSLD rows.
+"""RepDistiller / CRD CIFAR-100 benchmark (Tian et al. 2020), with DKD, WSLD, DIST, LSKD, KDSVD rows.
 
   kdjax config list rd_cifar100
   kdjax train --config configs/rd_cifar100.py:arch=resnet32x4 --workdir runs/cifar100/teacher_resnet32x4
