@@ -74,8 +74,12 @@ DKD_BETA = {('resnet56', 'resnet20'): 2.0, ('resnet110', 'resnet32'): 2.0, ('vgg
 #   fitnet_2stage / fsp_2stage   "KD beyond model compression"'s two-stage FitNet / FSP: a
 #          100-epoch init stage (lr 0.001, /10 at 60, 80; hint at stage 2 on the student up to
 #          stage 2 + regressor, or FSP with pair weights [1, 3, 1]), then 0.1 CE + 0.9 KD.
+#   sskd   SSKD (Xu et al. 2020, official student.py / command.sh): 'sskd_teacher_ss' 60 epochs
+#          training only the teacher's self-supervision head (lr 0.05, /10 at 30, 45), then
+#          0.1 CE + SSKD (0.9 KD + 2.7 rotated KD + 10 SS, the term's defaults) on the student
+#          and its SS head.
 INIT_EPOCHS = 30
-TWO_STAGE = ('ab', 'ft', 'fsp', 'fitnet_2stage', 'fsp_2stage')
+TWO_STAGE = ('ab', 'ft', 'fsp', 'fitnet_2stage', 'fsp_2stage', 'sskd')
 METHODS = tuple(ONE_STAGE) + TWO_STAGE
 FSP_NA = (('vgg13', 'mobilenetv2'), ('resnet50_cifar', 'mobilenetv2'), ('resnet50_cifar', 'vgg8'),
           ('resnet32x4', 'shufflenetv1'), ('resnet32x4', 'shufflenetv2'),
@@ -117,6 +121,11 @@ def init_stage(method: str, teacher: str, student: str, lr: float) -> dict:
     return common.stage('fsp_init', 100, trainable=(common.STUDENT_FEATURES,), optim=SLOW_LR_INIT,
                         ce_weight=0.0, terms={'fsp': dict(method='fsp', weight=1.0,
                                                           pair_weights=(1.0, 3.0, 1.0))})
+  if method == 'sskd':
+    return common.stage('sskd_teacher_ss', 60, trainable=('^aux/sskd/teacher_head/',),
+                        optim=dict(schedule='piecewise', lr=0.05, boundaries_epochs=(30, 45),
+                                   decay_factor=0.1, warmup_epochs=0.0),
+                        ce_weight=0.0, terms={'sskd': dict(method='sskd', phase='teacher_ss')})
   raise ValueError(f'no init stage for {method!r}; two-stage methods: {TWO_STAGE}.')
 
 
@@ -141,6 +150,9 @@ def distill(method: str, teacher: str, student: str, recipe=common.rd_cifar100,
   elif method == 'ft':
     common.with_terms(c, {'ft': dict(method='ft', weight=200.0, variant='rd')}, 1.0)
     main = common.stage('main', trainable=('^student/', '^aux/ft/translator/'))
+  elif method == 'sskd':  # the teacher's SS head stays as stage 1 left it (no decay either)
+    common.with_terms(c, {'sskd': dict(method='sskd')}, 0.1)
+    main = common.stage('main', trainable=('^student/', '^aux/sskd/student_head/'))
   else:
     common.with_terms(c, {}, 1.0)
     main = common.stage('main')
