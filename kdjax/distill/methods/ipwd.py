@@ -19,7 +19,7 @@ Synopsis:
       cls_weight * CE(z_cls, y) + alpha * tau^2 * mean_i w_i KL(p_t^tau || p_kd^tau)_i
   with w from `ipw_weights` (pi = sigmoid(log p_kd(y) -
   log p_cls(y)), w = clip(1/pi, 1, 10) / batch mean, stop_gradient). The
-  step's ce_weight * CE(z_kd, y) completes METHODS.md's loss.
+  step's ce_weight * CE(z_kd, y) completes the loss of docs/methods.md.
 
   IPWD* (the CE-aware output from a separate model, appendix Table 3): train
   a cohort `model.cohort = (student, student)` and set
@@ -52,7 +52,7 @@ The IPWD appendix gives the structure: a KD-trained output z_kd (the
 student's head) and a CE-trained output z_cls (an extra head on the same
 features) whose disagreement on the label estimates how well the teacher's
 ("machine") domain covers each sample. The main-text estimator was not
-available, so kdjax fixes it as METHODS.md section 4 states:
+available, so kdjax fixes it as docs/methods.md states:
 
   pi_i = p_kd(y_i|x_i) / (p_kd(y_i|x_i) + p_cls(y_i|x_i))
        = sigmoid(log p_kd(y_i) - log p_cls(y_i))                 ('prob_ratio', default)
@@ -239,7 +239,7 @@ def with_ipw(term: Term, info: BuildInfo, *, estimator: str = 'prob_ratio', w_mi
 
 
 @register_method('ipwd', family='logits', paper='Niu et al. 2022, Respecting Transfer Gap in '
-                 'Knowledge Distillation (IPWD); estimator fixed in METHODS.md')
+                 'Knowledge Distillation (IPWD); estimator fixed as in docs/methods.md')
 def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = None,
                temperature: float | None = None, estimator: str = 'prob_ratio', w_min: float = 1.0,
                w_max: float = 10.0, normalize: bool = True, warmup_epochs: float = 0.0,
@@ -247,7 +247,7 @@ def build_ipwd(info: BuildInfo, *, weight: float = 1.0, alpha: float | None = No
                feature: str = 'pooled', logits_feature: str = 'logits',
                cls_feature: str | None = None, teacher_source: str = 'teacher',
                alpha_T: float = 0.8, dagger: bool = False) -> Term:  # noqa: N803
-  """Inverse-probability-weighted KD with an extra CE head (METHODS.md estimator).
+  """Inverse-probability-weighted KD with an extra CE head (the estimator of docs/methods.md).
 
   alpha / temperature default to 0.9 / 4 with a teacher (RD's KD) and to 1 / 1
   with teacher_source='pskd' (then w = 1 gives PS-KD exactly).
