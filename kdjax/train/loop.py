@@ -89,6 +89,19 @@ def compile_stage(setup, stage_idx, tx, batch_fn, steps: int = 1, dispatch_loop:
   return jax.jit(fn, donate_argnums=(0,), out_shardings=(repl, repl))
 
 
+def _dispatcher(setup, stage_idx, tx, batch_fn, k: int):
+  """`fn(state, teacher_vars, data, n)` running n <= k steps, metrics with a leading [k] axis."""
+  if k > 1:
+    return compile_stage(setup, stage_idx, tx, batch_fn, steps=k, dispatch_loop=True)
+  single = compile_stage(setup, stage_idx, tx, batch_fn)
+
+  def one_step(state, teacher_vars, data, n):
+    del n  # always 1
+    state, m = single(state, teacher_vars, data)
+    return state, jax.tree.map(lambda x: x[None], m)
+  return one_step
+
+
 def steps_per_dispatch(cfg, dataset) -> int:
   """cfg.steps_per_dispatch, checked: an integer >= 1, > 1 only for in-memory data."""
   k = cfg.get('steps_per_dispatch', 1)
@@ -323,10 +336,12 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
         batch_fn = inputs.streamed_batch_fn(ds)
         data_iter = iter(ds.train_stream(cfg.seed, step, batch_size))
       k = steps_per_dispatch(cfg, ds)
-      # Every dispatch, k = 1 included, runs the one compiled loop body, so runs
-      # with any steps_per_dispatch are bit-identical (a step compiled outside a
-      # loop fuses differently and differs in the last float32 bits).
-      multi_step = compile_stage(setup, stage_idx, tx, batch_fn, steps=k, dispatch_loop=True)
+      # k > 1: every dispatch runs one compiled loop body, so runs with any k > 1 are
+      # bit-identical. k = 1 runs the plain step (it fuses differently, so it equals
+      # the loop to float32 rounding): a LAPACK call (KDSVD's SVD) inside the loop
+      # body was seen to deadlock XLA's CPU runtime, and the plain step is what every
+      # method was validated with.
+      multi_step = _dispatcher(setup, stage_idx, tx, batch_fn, k)
       pending = []
       bar = None
       at_eval = (train_time, images_seen)
