@@ -6,6 +6,7 @@ frozen normaliser, builder rejections, and every method's finite loss and
 gradients under jit on realistic feature shapes.
 """
 
+import warnings
 import dataclasses
 import math
 
@@ -419,3 +420,13 @@ def test_transposed_conv_init_uses_torch_fan_in():
   k = np.abs(np.asarray(v['params']['dec1']['kernel']))
   assert k.max() <= 1 / math.sqrt(9 * 32) + 1e-7
   assert k.max() > 0.9 / math.sqrt(9 * 32)  # 2304 draws of U(+-1/sqrt(9*32))
+
+
+def test_crd_warns_when_nce_k_is_clamped():
+  # 120 samples over 100 classes: at most 120 - 2 = 118 distinct other-class negatives.
+  info, _ = build_info('resnet8', 'resnet8', num_train=120)
+  with pytest.warns(UserWarning, match='nce_k=16384 exceeds the 118 negatives'):
+    api.build_term({'method': 'crd'}, info)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    api.build_term({'method': 'crd', 'nce_k': 100}, info)  # no clamp, no warning

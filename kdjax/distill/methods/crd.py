@@ -27,6 +27,7 @@ replicated banks stay identical on every device.
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +173,9 @@ def build_crd(info: BuildInfo, *, weight: float = 0.8, feat_dim: int = 128, nce_
       raise ValueError('crd: the training set has a single class; no negatives exist.')
   else:
     k = min(nce_k, n - 1)
+  if k < nce_k:  # a clamp the user should know about (small or few-class training sets)
+    warnings.warn(f'crd: nce_k={nce_k} exceeds the {k} negatives this training set has '
+                  f'(samples outside the largest class); using nce_k={k}.', stacklevel=2)
   embed = modules.Embed(feat_dim, normalize=True)
   bound = 1.0 / math.sqrt(feat_dim / 3.0)
 
