@@ -47,7 +47,7 @@ def _one_line(err):
     ('--config.eval_every_epochs=0', 'eval_every_epochs must be > 0, got 0'),
     ('--config.data.label_noise=1.5', 'data.label_noise must be in [0, 1], got 1.5'),
     ('--config.optim.zzz=1', "unknown config key 'optim.zzz'; the keys in optim are: "
-     "optim.base_batch_size, optim.batch_size, optim.boundaries_epochs"),
+     "optim.adam_b1, optim.adam_b2, optim.adam_eps, optim.base_batch_size, optim.batch_size"),
 ])
 def test_bad_override_is_one_line(capsys, tmp_path, override, expected):
   code, err = _run(capsys, 'train', '--config', TEACHER8, '--workdir', str(tmp_path / 'run'), override)

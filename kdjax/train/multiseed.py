@@ -167,6 +167,13 @@ def compile_group_stage(setup, stage_idx: int, tx, steps: int = 1):
 
   group = jax.vmap(one_seed, in_axes=(0, None, None, 0))
 
+  if steps == 1:  # the plain step, as loop.py runs k = 1 (see loop._dispatcher)
+    def fn(state, teacher_vars, data, seeds, n):
+      del n  # always 1
+      state, m = group(state, teacher_vars, data, seeds)
+      return state, jax.tree.map(lambda x: x[None], m)
+    return jax.jit(fn, donate_argnums=(0,), out_shardings=(repl, repl))
+
   def fn(state, teacher_vars, data, seeds, n):
     # n <= k vmapped steps in one dispatch, as loop.compile_stage: metrics [k, seed, ...].
     _, m_shape = jax.eval_shape(group, state, teacher_vars, data, seeds)
