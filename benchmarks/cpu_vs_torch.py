@@ -5,7 +5,7 @@
 
 resnet32x4 -> resnet8x4, CIFAR-100 shapes (32x32x3, 100 classes), synthetic
 data, batch 64: kdjax's compiled step (`kdjax bench`'s, from
-configs/cifar100/kd_resnet32x4_resnet8x4.py with a random teacher) and
+configs/examples/kd.py, resnet32x4 -> resnet8x4, with a random teacher) and
 torch_rd_step.TorchKDStep in PyTorch's default layout (NCHW) and channels_last.
 Each round times `--steps` steps of every contestant in turn, so load from
 other processes hits all of them alike; the figure per contestant is the
@@ -33,12 +33,8 @@ class NotAvailable(Exception):
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1):
   """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant."""
   from kdjax import bench
-  import importlib.util
-  path = os.path.join(os.path.dirname(HERE), 'configs', 'cifar100', 'kd_resnet32x4_resnet8x4.py')
-  spec = importlib.util.spec_from_file_location('kd_cfg', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = mod.get_config()
+  from kdjax import config as config_lib
+  cfg = config_lib.load(os.path.join(os.path.dirname(HERE), 'configs', 'examples', 'kd.py'))
   with cfg.unlocked():
     cfg.optim.batch_size = batch
     cfg.teacher.checkpoint = ''

@@ -85,7 +85,7 @@ class PreparedStep:
                                          steps_per_epoch=setup.steps_per_epoch)
     # The program training runs: a compiled loop of k = steps_per_dispatch steps per call.
     self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
-    self.compiled = loop.compile_stage(setup, 0, tx, batch_fn, steps=k, dispatch_loop=True)
+    self.compiled = loop._dispatcher(setup, 0, tx, batch_fn, k)
     self.train_step = lambda s, t, d: self.compiled(s, t, d, np.int32(k))
     self.data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
     self.tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
