@@ -271,6 +271,21 @@ class Bottleneck(nn.Module):
     return nn.relu(preact), preact
 
 
+def prefix_matcher(prefix: str, create: Callable[..., nn.Module]):
+  """`match(name)` for a family named `<prefix><base>` (ONE, OKDDip): a factory, else None.
+
+  `create(base, 1)` runs once at match time so that an unsupported base raises
+  there, with the family's own message.
+  """
+  def match(name: str):
+    if not name.startswith(prefix):
+      return None
+    base = name[len(prefix):]
+    create(base, 1)
+    return lambda k, **kw: create(base, k, **kw)
+  return match
+
+
 def channel_shuffle(x: jnp.ndarray, groups: int) -> jnp.ndarray:
   """ShuffleNet channel shuffle on NHWC, same channel order as PyTorch's NCHW version."""
   if groups == 1:

@@ -154,13 +154,7 @@ FACTORIES: dict = {}   # okddip_<base> names are parsed by `match`
 PATTERN_HELP = 'okddip_<base> (base resnet{6n+2})'
 
 
-def match(name: str):
-  """A factory for okddip_<base>, else None; an unsupported base raises here."""
-  if not name.startswith('okddip_'):
-    return None
-  base = name[len('okddip_'):]
-  create_okddip(base, 1)    # rejects an unsupported base here, with its own message
-  return lambda k, **kw: create_okddip(base, k, **kw)
+match = common.prefix_matcher('okddip_', create_okddip)
 
 
 __all__ = ['OKDDipNet', 'create_okddip', 'peer_attention']

@@ -215,13 +215,7 @@ FACTORIES: dict = {}   # one_<base> names are parsed by `match`
 PATTERN_HELP = 'one_<base> (base resnet{6n+2} or wrn_d_w)'
 
 
-def match(name: str):
-  """A factory for one_<base>, else None; an unsupported base raises here."""
-  if not name.startswith('one_'):
-    return None
-  base = name[len('one_'):]
-  create_one(base, 1)    # rejects an unsupported base here, with its own message
-  return lambda k, **kw: create_one(base, k, **kw)
+match = common.prefix_matcher('one_', create_one)
 
 
 __all__ = ['ONENet', 'create_one']
