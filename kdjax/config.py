@@ -7,7 +7,7 @@ Synopsis:
   of valid keys instead of being silently ignored.
 
   Durations are in epochs (`*_epochs`); `steps_per_epoch` is derived from the
-  dataset size and the global batch size (drop-remainder), see `steps()`.
+  dataset size and the global batch size, see `steps()`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def base_config() -> ConfigDict:
       crop_padding=4,           # 0 disables the random crop
       pad_mode='constant',      # 'reflect' for the Zagoruyko (WRN) recipe
       flip=True,
+      # False keeps the last partial batch of each epoch (PyTorch DataLoader's default,
+      # RepDistiller's protocol): ceil(N / B) steps, the last one padded to the fixed batch
+      # shape and masked (one compile); in-memory datasets only.
+      drop_remainder=True,
   ))
 
   c.model = ConfigDict(dict(
@@ -118,12 +122,12 @@ def base_config() -> ConfigDict:
   return c
 
 
-def steps(num_examples: int, batch_size: int) -> int:
-  """Steps per epoch: full batches only, as every reference drops the remainder."""
+def steps(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+  """Steps per epoch: N // B full batches, or ceil(N / B) keeping the last partial batch."""
   n = num_examples // batch_size
   if n == 0:
     raise ValueError(f'batch size {batch_size} exceeds the training set ({num_examples}).')
-  return n
+  return n if drop_remainder else -(-num_examples // batch_size)
 
 
 # The repository's configs/ folder (a package: its modules import `configs.common`).

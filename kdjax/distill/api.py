@@ -132,6 +132,13 @@ class Context:
   state) and `survival` (per-block survival probabilities; the main student
   pass then used a Bernoulli keep mask drawn from them). Both `apply_*`
   return `(logits, features)`.
+
+  `mask`: None for a batch whose rows are all valid (the default path). With
+  `data.drop_remainder=False` it is float32 [B], 1 for valid rows and 0 for
+  the padding rows of the last partial batch; only terms declaring
+  `Term.masked` read it (a `per_sample` term is masked by the step). Train-mode
+  BatchNorm already uses the valid rows only, also in `apply_*`; a pass on
+  another batch size passes its own `mask=` [its rows] to `apply_*`.
   """
   student: Features
   teacher: Features | None
@@ -147,6 +154,7 @@ class Context:
   apply_teacher: Callable[..., tuple[Array, Features]] | None = None
   teacher_variables: Any = None
   survival: Array | None = None
+  mask: Array | None = None
 
 
 # (aux_vars, ctx) -> (loss scalar, metrics dict, new non-'params' aux collections)
@@ -172,8 +180,14 @@ class Term:
     needs: what the term asks of the step beyond the core `Context` (`Needs`).
     per_sample: optional `LossFn` returning the per-sample losses [N] (same
       metrics and new state as `loss`) whose batch mean is `loss`'s value; it
-      lets a wrapper reweight samples (`methods.ipwd.with_ipw`). The step
-      never calls it.
+      lets a wrapper reweight samples (`methods.ipwd.with_ipw`). On a masked
+      batch (`Context.mask`, `data.drop_remainder=False`) the step takes the
+      mean of these over the valid rows, unless `masked` is set; its only
+      state updates must be auxiliary BN statistics (masked by the step).
+    masked: `loss` honours `ctx.mask` itself (batch-level losses: relations
+      over the batch, memory-bank writes): with a mask its value, metrics and
+      state equal those of the valid rows alone. A term with neither `masked`
+      nor `per_sample` is rejected when the batch can be masked.
   """
   name: str
   method: str
@@ -184,6 +198,11 @@ class Term:
   aux_weight_decay: bool = True
   needs: Needs = Needs()
   per_sample: LossFn | None = None
+  masked: bool = False
+
+  @property
+  def supports_mask(self) -> bool:
+    return self.masked or self.per_sample is not None
 
   def __call__(self, aux: AuxVars, ctx: Context):
     return self.loss(aux, ctx)
@@ -345,6 +364,16 @@ def resolve_terms(specs: Sequence[Mapping[str, Any]], info: BuildInfo) -> tuple[
       raise ValueError(f'term {t.name!r} ({t.method}) needs a teacher; set '
                        f'config.teacher.checkpoint to a trained teacher workdir.')
   return tuple(terms)
+
+
+def check_masking(terms: Sequence[Term]) -> None:
+  """Every term can run on a masked batch (`data.drop_remainder=False`), else a clear error."""
+  bad = [t for t in terms if not t.supports_mask]
+  if bad:
+    names = ', '.join(f'{t.name!r} (method {t.method!r})' for t in bad)
+    raise ValueError(f'data.drop_remainder=False pads the last partial batch and masks its '
+                     f'padding rows, but term {names} cannot exclude masked rows (no per-sample '
+                     f'loss, not declared masked); set data.drop_remainder=True.')
 
 
 # ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Synopsis:
   conv(features, kernel, stride, groups, use_bias, name)  PyTorch-style padded conv
   batch_norm(train, name)                                 BN with PyTorch momentum/eps
+  with batch_mask(mask): model.apply(..., train=True)      BN statistics over valid rows only
   Head(num_classes)                                       the `head` classifier
   global_pool(x)                                          mean over H, W
   branch_scales(branch_scale, num_blocks, arch)           per-block scale list
@@ -30,6 +31,8 @@ Conventions shared by every model in the zoo:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Callable, Sequence
 
@@ -44,6 +47,35 @@ conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
+# The validity mask of the batch rows that train-mode BatchNorm reads (a masked last partial
+# batch, `data.drop_remainder=False`). A trace-time context rather than a model argument: every
+# zoo family, cohort and auxiliary module builds its BN through this one class, so a mask set
+# around `model.apply` reaches all of them without threading an argument through every
+# architecture (the same pattern as flax's `nn.logical_axis_rules`). It is read while tracing,
+# so it must be set around the `apply` call inside the traced function, never around `jit`.
+_BATCH_MASK: contextvars.ContextVar = contextvars.ContextVar('kdjax_batch_mask', default=None)
+
+
+@contextlib.contextmanager
+def batch_mask(mask):
+  """Within this block, train-mode `BatchNorm` computes its statistics over the rows where
+  `mask` ([B], bool or 0/1 float) is set; None restores the plain batch statistics.
+
+      with batch_mask(mask):
+        (logits, feats), new_state = model.apply(v, x, train=True, mutable=['batch_stats'])
+  """
+  token = _BATCH_MASK.set(mask)
+  try:
+    yield
+  finally:
+    _BATCH_MASK.reset(token)
+
+
+def current_batch_mask():
+  """The mask set by the innermost `batch_mask` block, or None."""
+  return _BATCH_MASK.get()
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over all axes but the last, PyTorch-style, statistics in float32.
 
@@ -55,6 +87,9 @@ class BatchNorm(nn.Module):
   with n = the number of reduced elements (batch x H x W), PyTorch's rule when
   unbiased_running_var is True. Nothing is updated while initialising (as flax).
   The output is float32 whatever the input dtype.
+  Inside a `batch_mask(mask)` block the train-mode statistics are taken over the
+  valid rows only (n = valid rows x H x W), so a masked batch normalises and
+  updates exactly as a batch of its valid rows; every row is still normalised.
   """
   use_running_average: bool
   momentum: float = 0.9
@@ -75,11 +110,25 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
-      mean = jnp.mean(x, axes)
-      var = jnp.mean(jnp.square(x - mean), axes)
-      if not self.is_initializing():
+      mask = None if self.is_initializing() else current_batch_mask()
+      if mask is None:
+        mean = jnp.mean(x, axes)
+        var = jnp.mean(jnp.square(x - mean), axes)
         n = int(np.prod([x.shape[a] for a in axes]))
-        run_var = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+        unbias = n / max(n - 1, 1)
+      else:
+        if mask.ndim != 1 or mask.shape[0] != x.shape[0]:
+          raise ValueError(f'BatchNorm {self.name!r}: the batch mask has shape {mask.shape} but '
+                           f'the input has {x.shape[0]} rows (shape {x.shape}); a pass on another '
+                           'batch size (extra images, rotations) must set its own mask: '
+                           '`with batch_mask(mask_for_those_rows): ...`.')
+        w = mask.astype(jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+        n = jnp.sum(mask.astype(jnp.float32)) * float(np.prod(x.shape[1:-1]))
+        mean = jnp.sum(x * w, axes) / jnp.maximum(n, 1.0)
+        var = jnp.sum(jnp.square(x - mean) * w, axes) / jnp.maximum(n, 1.0)
+        unbias = n / jnp.maximum(n - 1.0, 1.0)
+      if not self.is_initializing():
+        run_var = var * unbias if self.unbiased_running_var else var
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * run_var
     mul = jax.lax.rsqrt(var + self.epsilon) * scale

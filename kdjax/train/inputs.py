@@ -25,21 +25,32 @@ def in_memory_batch_fn(dataset, data_cfg, *, seed: int, batch_size: int, steps_p
   """`batch_fn(data, step, key)` for data = {'image': uint8 [N,H,W,C], 'label': int32 [N]}.
 
   `seed` may be a traced int32 scalar (seeds vmapped by multiseed.py).
+  With `data_cfg.drop_remainder=False` and N % B != 0 the epoch has ceil(N / B)
+  steps and each batch carries `mask` (bool [B], False on the padding rows of
+  the last one, see `augment.gather_batch_masked`); when B divides N the
+  batches are exactly those of drop_remainder=True, without a mask.
   """
   mean = jnp.asarray(dataset.mean, jnp.float32)
   std = jnp.asarray(dataset.std, jnp.float32)
 
+  masked = not data_cfg.get('drop_remainder', True) and dataset.num_train % batch_size != 0
+
   def batch_fn(data, step, key):
     epoch, step_in_epoch = step // steps_per_epoch, step % steps_per_epoch
-    images, labels, index = augment.gather_batch(
-        data['image'], data['label'], epoch_key(seed, epoch), step_in_epoch, batch_size)
+    extra = {}
+    if masked:
+      images, labels, index, extra['mask'] = augment.gather_batch_masked(
+          data['image'], data['label'], epoch_key(seed, epoch), step_in_epoch, batch_size)
+    else:
+      images, labels, index = augment.gather_batch(
+          data['image'], data['label'], epoch_key(seed, epoch), step_in_epoch, batch_size)
     if data_cfg.crop_padding or data_cfg.flip:
       # Crop and flip the raw pixels so the padding is black, as torchvision's
       # RandomCrop on the PIL image does, then normalise.
       images = augment.random_crop_flip(key, images, pad=data_cfg.crop_padding, flip=data_cfg.flip,
                                         pad_mode=data_cfg.pad_mode)
     x = augment.normalize(images, mean, std)
-    return {'image': x, 'label': labels, 'index': index}
+    return {'image': x, 'label': labels, 'index': index, **extra}
   return batch_fn
 
 

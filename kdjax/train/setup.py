@@ -243,7 +243,13 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None,
       raise ValueError(f'batch size {st.optim.batch_size} is not divisible by the {n_dev} devices.')
   if len({st.optim.batch_size for st in stages}) != 1:
     raise ValueError('all stages must use the same batch size.')
-  steps_per_epoch = config_lib.steps(dataset.num_train, stages[0].optim.batch_size)
+  drop_remainder = cfg.data.get('drop_remainder', True)
+  if not drop_remainder and not dataset.in_memory:
+    raise ValueError(f'data.drop_remainder=False (a masked last partial batch) needs an in-memory '
+                     f'dataset; {dataset.name!r} is streamed in full batches. Set '
+                     f'data.drop_remainder=True.')
+  steps_per_epoch = config_lib.steps(dataset.num_train, stages[0].optim.batch_size,
+                                     drop_remainder)
 
   var_shapes = jax.eval_shape(
       lambda: student.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
@@ -266,6 +272,8 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None,
       spec.setdefault('name', key)
       specs.append(spec)
     terms = distill_api.resolve_terms(specs, info)
+    if not drop_remainder:  # a masked last batch: every term must exclude the padding rows
+      distill_api.check_masking(terms)
     stage_terms.append(terms)
     for t in terms:
       all_terms.setdefault(t.name, t)

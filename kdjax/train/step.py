@@ -14,6 +14,15 @@ Synopsis:
   stochastic-depth student, update groups, ...) and only that is built.
   A step whose loss is not finite leaves the state untouched (so no NaN ever
   reaches a checkpoint) and the loop stops with the step and the terms.
+
+  Masked batches (`data.drop_remainder=False`): a batch may carry `mask` [B]
+  (True for valid rows; the last partial batch of an epoch is padded to the
+  fixed shape with repeated images). The step then equals a step on the valid
+  rows alone: CE, accuracy and `per_sample` terms are means over valid rows,
+  every train-mode BatchNorm (student, teacher batch statistics, auxiliary
+  modules) takes its statistics over valid rows (`models.common.batch_mask`),
+  and terms declaring `Term.masked` read `ctx.mask` themselves. A batch
+  without `mask` runs exactly the unmasked program.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.distill.api import Context, Needs, Term, merge_needs
+from kdjax.distill.api import Context, Needs, Term, check_masking, merge_needs
+from kdjax.models.common import batch_mask
 from kdjax.train import dot as dot_lib
 from kdjax.train import optim as optim_lib
 
@@ -42,6 +52,11 @@ STREAM_AUG, STREAM_DEPTH, STREAM_TERMS = 1, 2, 3
 def cross_entropy(logits, labels):
   """Mean softmax cross-entropy with integer labels."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def masked_mean(values, valid):
+  """sum(values * valid) / max(sum(valid), 1): the mean over the valid rows (valid 0/1 [B])."""
+  return jnp.sum(values * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +108,22 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     images, labels = batch['image'], batch['label']
+    # float 0/1 [B] for a masked batch (see the module docstring), None otherwise.
+    valid = batch['mask'].astype(jnp.float32) if 'mask' in batch else None
+    if valid is not None:
+      check_masking(terms)  # at trace time, before anything compiles
+
+    def rows(given):
+      """The BN mask of a pass: `given` for another batch size, else the batch's."""
+      return None if valid is None else (valid if given is None else given)
     progress = (step - cfg.stage_start_step).astype(jnp.float32) / cfg.steps_per_epoch
 
     t_feats, apply_teacher = None, None
     if teacher is not None:
-      def apply_teacher(x):
+      def apply_teacher(x, *, mask=None):
         if needs.teacher_batch_stats:
-          (lg, ft), _ = teacher.apply(teacher_vars, x, train=True, mutable=['batch_stats'])
+          with batch_mask(rows(mask)):
+            (lg, ft), _ = teacher.apply(teacher_vars, x, train=True, mutable=['batch_stats'])
         else:
           lg, ft = teacher.apply(teacher_vars, x, train=False)
         return lg, {**ft, 'logits': lg}
@@ -111,9 +135,10 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       model_kw['branch_scale'] = keep.astype(jnp.float32)
 
     def loss_fn(params, batch_stats, aux_states):
-      def apply_student(x, **kw):
-        (lg, ft), _ = student.apply({'params': params['student'], 'batch_stats': batch_stats},
-                                    x, train=True, mutable=['batch_stats'], **kw)
+      def apply_student(x, *, mask=None, **kw):
+        with batch_mask(rows(mask)):
+          (lg, ft), _ = student.apply({'params': params['student'], 'batch_stats': batch_stats},
+                                      x, train=True, mutable=['batch_stats'], **kw)
         return lg, {**ft, 'logits': lg}
 
       student_vars = {'params': params['student'], 'batch_stats': batch_stats}
@@ -121,10 +146,14 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
         s_logits, s_feats = student.apply(student_vars, images, train=False, **model_kw)
         new_model_state = {'batch_stats': batch_stats}
       else:
-        (s_logits, s_feats), new_model_state = student.apply(
-            student_vars, images, train=True, mutable=['batch_stats'], **model_kw)
+        with batch_mask(valid):
+          (s_logits, s_feats), new_model_state = student.apply(
+              student_vars, images, train=True, mutable=['batch_stats'], **model_kw)
       s_feats = {**s_feats, 'logits': s_logits}
-      ce = cross_entropy(s_logits, labels)
+      if valid is None:
+        ce = cross_entropy(s_logits, labels)
+      else:
+        ce = masked_mean(optax.softmax_cross_entropy_with_integer_labels(s_logits, labels), valid)
       total = cfg.ce_weight * ce
       kd_total = jnp.zeros((), total.dtype)  # the distillation part alone (DOT's second gradient)
       metrics = {'loss/ce': ce}
@@ -135,14 +164,20 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
           apply_student=apply_student if needs.student_pass else None,
           apply_teacher=apply_teacher if needs.teacher_pass else None,
           teacher_variables=teacher_vars if needs.teacher_variables else None,
-          survival=survival)
+          survival=survival, mask=valid)
       for i, term in enumerate(terms):
         aux = {'params': params['aux'].get(term.name, {}), **aux_states.get(term.name, {})}
         ctx = Context(student=s_feats, teacher=t_feats, labels=labels,
                       rng=jax.random.fold_in(jax.random.fold_in(key, STREAM_TERMS), i),
                       progress=progress, stage_epochs=cfg.stage_epochs, train=True,
                       num_classes=cfg.num_classes, **declared)
-        loss, term_metrics, term_state = term.loss(aux, ctx)
+        # Auxiliary modules' train-mode BN (connectors, embeddings) sees the valid rows only.
+        with batch_mask(valid):
+          if valid is not None and not term.masked:  # check_masking: it has per_sample
+            values, term_metrics, term_state = term.per_sample(aux, ctx)
+            loss = masked_mean(values, valid)
+          else:
+            loss, term_metrics, term_state = term.loss(aux, ctx)
         total = total + term.weight * loss
         kd_total = kd_total + term.weight * loss
         metrics[f'loss/{term.name}'] = loss
@@ -150,7 +185,12 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
         if term_state:
           new_aux_states[term.name] = {**aux_states.get(term.name, {}), **term_state}
       metrics['loss/total'] = total
-      metrics['train_accuracy'] = jnp.mean(jnp.argmax(s_logits, -1) == labels)
+      correct = jnp.argmax(s_logits, -1) == labels
+      if valid is None:
+        metrics['train_accuracy'] = jnp.mean(correct)
+      else:
+        metrics['train_accuracy'] = masked_mean(correct.astype(jnp.float32), valid)
+        metrics['valid_rows'] = jnp.sum(valid)  # the loop weights epoch means by it
       return total, (metrics, new_model_state['batch_stats'], new_aux_states,
                      (cfg.ce_weight * ce, kd_total))
 

@@ -53,6 +53,19 @@ def ab_loss(sources: Sequence[Array], targets: Sequence[Array], margin: float = 
   return total / n / 1000.0 * 3.0
 
 
+def ab_loss_per_sample(sources: Sequence[Array], targets: Sequence[Array],
+                       margin: float = 1.0) -> Array:
+  """`ab_loss` per sample [N] (each sample's weighted sum * 3 / 1000); its mean is `ab_loss`."""
+  total = 0.0
+  for w, s, t in zip(ab_weights(len(sources)), sources, targets):
+    chex.assert_equal_shape([s, t])
+    s, t = losses.f32(s), jax.lax.stop_gradient(losses.f32(t))
+    per = (jnp.square(s + margin) * ((s > -margin) & (t <= 0))
+           + jnp.square(s - margin) * ((s <= margin) & (t > 0)))
+    total = total + w * jnp.sum(per.reshape(per.shape[0], -1), axis=1)
+  return total / 1000.0 * 3.0
+
+
 @register_method('ab', family='features', paper='Heo et al. 2019, Knowledge Transfer via '
                  'Distillation of Activation Boundaries Formed by Hidden Neurons')
 def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
@@ -79,7 +92,7 @@ def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
   def init(rng, ctx: Context):
     return modules.init_modules(rng, {n: (m, ctx.student[s_keys[i]]) for n, (i, m) in conns.items()})
 
-  def loss(aux, ctx: Context):
+  def run(aux, ctx: Context, fn):
     stats, outs = {}, []
     for i, ks in enumerate(s_keys):
       x = ctx.student[ks]
@@ -87,7 +100,9 @@ def build_ab(info: BuildInfo, *, weight: float = 1.0, margin: float = 1.0,
       if name in conns:
         x = modules.apply_module(conns[name][1], aux, name, x, ctx.train, stats)
       outs.append(x)
-    value = ab_loss(outs, [ctx.teacher[k] for k in t_keys], margin)
+    value = fn(outs, [ctx.teacher[k] for k in t_keys], margin)
     return value, {}, modules.state_out(aux, stats)
-  return Term(name='ab', method='ab', weight=float(weight), loss=loss,
+  return Term(name='ab', method='ab', weight=float(weight),
+              loss=lambda aux, ctx: run(aux, ctx, ab_loss),
+              per_sample=lambda aux, ctx: run(aux, ctx, ab_loss_per_sample),
               init=init if conns else None)

@@ -49,6 +49,17 @@ def attention(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
   return total
 
 
+def attention_per_sample(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
+                         p: float = 2) -> Array:
+  """`attention` per sample [N]: sum over layers of mean_HW (Q_s - Q_t)^2; its mean is the loss."""
+  losses.check_sequences(student_feats, teacher_feats, 'attention')
+  total = jnp.zeros((student_feats[0].shape[0],), jnp.float32)
+  for s, t in zip(student_feats, teacher_feats):
+    s, t = losses.match_spatial(s, jax.lax.stop_gradient(t))
+    total += losses.row_mean(jnp.square(losses.attention_map(s, p) - losses.attention_map(t, p)))
+  return total
+
+
 @register_method('at', family='features', paper='Zagoruyko & Komodakis 2017, Paying More '
                  'Attention to Attention')
 def build_at(info: BuildInfo, *, weight: float = 1000.0, student_features: FeatureArg = None,
@@ -61,4 +72,8 @@ def build_at(info: BuildInfo, *, weight: float = 1000.0, student_features: Featu
 
   def loss(ctx: Context):
     return attention(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys), p=p)
-  return Term(name='at', method='at', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return attention_per_sample(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys), p=p)
+  return Term(name='at', method='at', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))

@@ -23,7 +23,7 @@ Array = jax.Array
 
 
 def dkd(student_logits: Array, teacher_logits: Array, labels: Array, *, alpha: float = 1.0,
-        beta: float = 8.0, temperature: float = 4.0) -> Array:
+        beta: float = 8.0, temperature: float = 4.0, per_sample: bool = False) -> Array:
   """Decoupled KD (mdistiller `dkd_loss`): alpha * TCKD + beta * NCKD.
 
   TCKD = tau^2 * KL([p_t,gt, 1-p_t,gt] || [p_s,gt, 1-p_s,gt]), batchmean.
@@ -40,9 +40,10 @@ def dkd(student_logits: Array, teacher_logits: Array, labels: Array, *, alpha: f
     alpha: TCKD weight.
     beta: NCKD weight.
     temperature: tau.
+    per_sample: return each sample's loss [N] (whose mean is the loss) instead.
 
   Returns:
-    A scalar.
+    A scalar (or [N]).
   """
   losses.check_logit_pair(student_logits, teacher_logits)
   chex.assert_rank(labels, 1)
@@ -63,8 +64,12 @@ def dkd(student_logits: Array, teacher_logits: Array, labels: Array, *, alpha: f
   log_bs, log_qs = parts(student_logits)
   log_bt, log_qt = parts(teacher_logits)
   n = student_logits.shape[0]
-  tckd = jnp.sum(jnp.exp(log_bt) * (log_bt - log_bs)) / n
-  nckd = jnp.sum(jnp.exp(log_qt) * (log_qt - log_qs)) / n
+  if per_sample:
+    tckd = jnp.sum(jnp.exp(log_bt) * (log_bt - log_bs), axis=-1)
+    nckd = jnp.sum(jnp.exp(log_qt) * (log_qt - log_qs), axis=-1)
+  else:
+    tckd = jnp.sum(jnp.exp(log_bt) * (log_bt - log_bs)) / n
+    nckd = jnp.sum(jnp.exp(log_qt) * (log_qt - log_qs)) / n
   return temperature ** 2 * (alpha * tckd + beta * nckd)
 
 
@@ -81,12 +86,14 @@ def build_dkd(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta:
   checks.positive('dkd', temperature=temperature)
   checks.nonneg('dkd', alpha=alpha, beta=beta, warmup_epochs=warmup_epochs)
 
-  def loss(ctx: Context):
+  def run(ctx: Context, per_sample: bool):
     if warmup_epochs > 0:
       ramp = jnp.minimum((jnp.floor(ctx.progress) + 1.0) / warmup_epochs, 1.0)
     else:
       ramp = jnp.ones(())
     value = dkd(ctx.student['logits'], ctx.teacher['logits'], ctx.labels, alpha=alpha,
-                       beta=beta, temperature=temperature)
+                       beta=beta, temperature=temperature, per_sample=per_sample)
     return ramp * value, {'warmup': ramp}
-  return Term(name='dkd', method='dkd', weight=float(weight), loss=no_aux(loss))
+  return Term(name='dkd', method='dkd', weight=float(weight),
+              loss=no_aux(lambda ctx: run(ctx, False)),
+              per_sample=no_aux(lambda ctx: run(ctx, True)))

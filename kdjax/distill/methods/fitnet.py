@@ -63,7 +63,14 @@ def build_fitnet(info: BuildInfo, *, weight: float = 100.0, hint_layer: int = 2,
     stats = {}
     f_s = modules.apply_module(reg, aux, 'regressor', ctx.student[ks], ctx.train, stats)
     return hint_mse(f_s, ctx.teacher[kt]), {}, modules.state_out(aux, stats)
-  return Term(name='fitnet', method='fitnet', weight=float(weight), loss=loss, init=init)
+
+  def per_sample(aux, ctx: Context):  # the hint MSE of each sample (mean over H, W, C)
+    stats = {}
+    f_s = modules.apply_module(reg, aux, 'regressor', ctx.student[ks], ctx.train, stats)
+    sq = jnp.square(losses.f32(f_s) - jax.lax.stop_gradient(losses.f32(ctx.teacher[kt])))
+    return losses.row_mean(sq), {}, modules.state_out(aux, stats)
+  return Term(name='fitnet', method='fitnet', weight=float(weight), loss=loss, init=init,
+              per_sample=per_sample)
 
 
 def hint_trainable(arch: str, stage: int, num_classes: int = 10) -> list[str]:

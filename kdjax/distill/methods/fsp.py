@@ -41,7 +41,7 @@ def fsp_matrices(feats: Sequence[Array]) -> list[Array]:
 
 
 def fsp(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
-        pair_weights: Sequence[float] | None = None) -> Array:
+        pair_weights: Sequence[float] | None = None, per_sample: bool = False) -> Array:
   """Flow-of-solution-procedure loss (Yim et al. 2017; RD `FSP`).
 
   FSP matrices between consecutive maps of each sequence (RD: feat[:-1], i.e.
@@ -53,9 +53,10 @@ def fsp(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
     student_feats: sequence of L >= 2 [N, H_i, W_i, C_i] maps.
     teacher_feats: sequence of L maps with the same channel counts.
     pair_weights: L-1 weights, or None for all ones.
+    per_sample: return each sample's loss [N] (means over C1 x C2 only) instead.
 
   Returns:
-    A scalar.
+    A scalar (or [N]).
   """
   losses.check_sequences(student_feats, teacher_feats, 'fsp')
   if len(student_feats) < 2:
@@ -70,9 +71,9 @@ def fsp(student_feats: Sequence[Array], teacher_feats: Sequence[Array], *,
     raise ValueError(f'fsp: {len(weights)} pair_weights for {n_pairs} pairs.')
   g_s = fsp_matrices(student_feats)
   g_t = fsp_matrices([jax.lax.stop_gradient(t) for t in teacher_feats])
-  total = jnp.zeros((), jnp.float32)
+  total = jnp.zeros((student_feats[0].shape[0],) if per_sample else (), jnp.float32)
   for w, s, t in zip(weights, g_s, g_t):
-    total += w * jnp.mean(jnp.square(s - t))
+    total += w * (losses.row_mean(jnp.square(s - t)) if per_sample else jnp.mean(jnp.square(s - t)))
   return total
 
 
@@ -113,7 +114,12 @@ def build_fsp(info: BuildInfo, *, weight: float = 1.0, student_features: Feature
   def loss(ctx: Context):
     return fsp(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys),
                       pair_weights=pair_weights)
-  return Term(name='fsp', method='fsp', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return fsp(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys), pair_weights=pair_weights,
+               per_sample=True)
+  return Term(name='fsp', method='fsp', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))
 
 
 def _check_pair_spatial(info: BuildInfo, who: str, a: str, b: str):

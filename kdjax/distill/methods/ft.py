@@ -35,29 +35,38 @@ from kdjax.models.common import batch_norm
 Array = jax.Array
 
 
-def ft_factor_rd(factor_s: Array, factor_t: Array, p1: float = 2.0, p2: float = 1.0) -> Array:
+def _reduce(per_sample: bool):
+  """jnp.mean, or each sample's mean [N] (whose batch mean is the loss)."""
+  return losses.row_mean if per_sample else jnp.mean
+
+
+def ft_factor_rd(factor_s: Array, factor_t: Array, p1: float = 2.0, p2: float = 1.0,
+                 per_sample: bool = False) -> Array:
   """RD `FactorTransfer`: AT-style maps normalize(mean_c F^p1) compared by mean |d|^p2.
 
-  The larger map is pooled to the smaller one first.
+  The larger map is pooled to the smaller one first. `per_sample`: [N].
   """
   s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
   d = losses.attention_map(s, p1) - losses.attention_map(t, p1)
-  return jnp.mean(jnp.abs(d)) if p2 == 1 else jnp.mean(d ** p2)
+  mean = _reduce(per_sample)
+  return mean(jnp.abs(d)) if p2 == 1 else mean(d ** p2)
 
 
-def ft_factor_official(factor_s: Array, factor_t: Array) -> Array:
+def ft_factor_official(factor_s: Array, factor_t: Array, per_sample: bool = False) -> Array:
   """Official FT: L1-mean of normalize(flatten(T(F_s))) - normalize(flatten(P_enc(F_t)))."""
   s, t = losses.match_spatial(losses.f32(factor_s), jax.lax.stop_gradient(losses.f32(factor_t)))
   chex.assert_equal_shape([s, t])
   n = s.shape[0]
   d = losses.l2_normalize(s.reshape(n, -1)) - losses.l2_normalize(t.reshape(n, -1))
-  return jnp.mean(jnp.abs(d))
+  return _reduce(per_sample)(jnp.abs(d))
 
 
-def ft_reconstruction(rec: Array, target: Array, kind: str = 'mse') -> Array:
+def ft_reconstruction(rec: Array, target: Array, kind: str = 'mse',
+                      per_sample: bool = False) -> Array:
   """Paraphraser reconstruction: 'mse' (RD nn.MSELoss) or 'l1' (official code)."""
   d = losses.f32(rec) - jax.lax.stop_gradient(losses.f32(target))
-  return jnp.mean(jnp.square(d)) if kind == 'mse' else jnp.mean(jnp.abs(d))
+  mean = _reduce(per_sample)
+  return mean(jnp.square(d)) if kind == 'mse' else mean(jnp.abs(d))
 
 
 def _leaky(x):
@@ -161,21 +170,23 @@ def build_ft(info: BuildInfo, *, weight: float | None = None, phase: str = 'dist
     return modules.init_modules(rng, {'paraphraser': (para, ctx.teacher[kt]),
                                  'translator': (trans, ctx.student[ks])})
 
-  def loss(aux, ctx: Context):
+  def loss(aux, ctx: Context, per_sample: bool = False):
     stats = {}
     f_t = ctx.teacher[kt]
     if phase == 'paraphraser':
       _, rec = modules.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats)
-      value = ft_reconstruction(rec, f_t, reconstruction)
+      value = ft_reconstruction(rec, f_t, reconstruction, per_sample)
     else:
       factor_t = modules.apply_module(para, aux, 'paraphraser', f_t, ctx.train, stats,
                                  method='encode')
       factor_s = modules.apply_module(trans, aux, 'translator', ctx.student[ks], ctx.train, stats)
       if variant == 'rd':
-        value = ft_factor_rd(factor_s, factor_t)
+        value = ft_factor_rd(factor_s, factor_t, per_sample=per_sample)
       else:
-        value = ft_factor_official(factor_s, factor_t)
+        value = ft_factor_official(factor_s, factor_t, per_sample)
     return value, {}, modules.state_out(aux, stats)
   # The paraphraser stage trains only the paraphraser on frozen features: student in eval mode.
+  # The paraphraser never uses BN here (use_bn=False); the translator's BN is masked by the step.
   return Term(name='ft', method='ft', weight=w, loss=loss, init=init,
+              per_sample=lambda aux, ctx: loss(aux, ctx, per_sample=True),
               needs=Needs(student_eval=(phase == 'paraphraser')))

@@ -115,16 +115,18 @@ def align_rsv(a: Array, b: Array) -> Array:
   return a @ jax.lax.stop_gradient(mask)
 
 
-def kdsvd_loss(student_features, teacher_features, *, k: int = 1) -> Array:
+def kdsvd_loss(student_features, teacher_features, *, k: int = 1,
+               per_sample: bool = False) -> Array:
   """Sum over consecutive stage pairs of the RBF-relation distance (see module doc).
 
   Args:
     student_features: list of NHWC maps (at least 2).
     teacher_features: list of NHWC maps, same channel counts; no gradient.
     k: number of teacher singular vectors (the student uses k + 3).
+    per_sample: return each sample's sum [N] (whose mean is the loss) instead.
 
   Returns:
-    A scalar.
+    A scalar (or [N]).
   """
   if len(student_features) != len(teacher_features) or len(student_features) < 2:
     raise ValueError('kdsvd_loss: needs equally many (>= 2) student and teacher maps, got '
@@ -140,9 +142,11 @@ def kdsvd_loss(student_features, teacher_features, *, k: int = 1) -> Array:
     if i > 0:
       g_s = jnp.exp(-(v_s[:, :, None, :] - prev_s[:, None, :, :]) ** 2 / 8)
       g_t = jnp.exp(-(v_t[:, :, None, :] - prev_t[:, None, :, :]) ** 2 / 8)
-      total = total + jnp.sum(_finite((g_s - jax.lax.stop_gradient(g_t)) ** 2))
+      sq = _finite((g_s - jax.lax.stop_gradient(g_t)) ** 2)
+      total = total + (jnp.sum(sq.reshape(sq.shape[0], -1), axis=1) if per_sample
+                       else jnp.sum(sq))
     prev_s, prev_t = v_s, v_t
-  return total / student_features[0].shape[0]
+  return total if per_sample else total / student_features[0].shape[0]
 
 
 # ----------------------------------------------------------------------------
@@ -172,4 +176,9 @@ def build_kdsvd(info: BuildInfo, *, weight: float = 1.0, k: int = 1, student_fea
   def loss(ctx: Context):
     return kdsvd_loss([ctx.student[k_] for k_ in s_keys], [ctx.teacher[k_] for k_ in t_keys],
                       k=k)
-  return Term(name='kdsvd', method='kdsvd', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return kdsvd_loss([ctx.student[k_] for k_ in s_keys], [ctx.teacher[k_] for k_ in t_keys],
+                      k=k, per_sample=True)
+  return Term(name='kdsvd', method='kdsvd', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))

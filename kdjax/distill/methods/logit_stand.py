@@ -48,6 +48,15 @@ def standardize(logits: Array, eps: float = 1e-7) -> Array:
   return centred / (eps + std)
 
 
+def lskd_per_sample(student_logits: Array, teacher_logits: Array, *, temperature: float = 2.0,
+                    eps: float = 1e-7) -> Array:
+  """`lskd` per sample [N]: tau^2 KL_n; its batch mean is `lskd`."""
+  teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  log_ps = jax.nn.log_softmax(standardize(student_logits, eps) / temperature, axis=-1)
+  log_pt = jax.nn.log_softmax(standardize(teacher_logits, eps) / temperature, axis=-1)
+  return temperature ** 2 * jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
+
+
 def lskd(student_logits: Array, teacher_logits: Array, *, temperature: float = 2.0,
          eps: float = 1e-7) -> Array:
   """tau^2 KL(softmax(Z(z_t)/tau) || softmax(Z(z_s)/tau)), summed over classes, mean over batch.
@@ -88,4 +97,8 @@ def build_lskd(info: BuildInfo, *, weight: float = 9.0, temperature: float = 2.0
 
   def loss(ctx: Context):
     return lskd(ctx.student['logits'], ctx.teacher['logits'], temperature=temperature)
-  return Term(name='lskd', method='lskd', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return lskd_per_sample(ctx.student['logits'], ctx.teacher['logits'], temperature=temperature)
+  return Term(name='lskd', method='lskd', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))

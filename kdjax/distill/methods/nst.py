@@ -42,16 +42,26 @@ def nst(student_feats: Sequence[Array], teacher_feats: Sequence[Array]) -> Array
   Returns:
     A scalar.
   """
+  return _nst(student_feats, teacher_feats, jnp.mean)
+
+
+def nst_per_sample(student_feats: Sequence[Array], teacher_feats: Sequence[Array]) -> Array:
+  """`nst` per sample [N] (each kernel mean over C x C' only); its batch mean is `nst`."""
+  return _nst(student_feats, teacher_feats, lambda k: jnp.mean(k, axis=(1, 2)))
+
+
+def _nst(student_feats: Sequence[Array], teacher_feats: Sequence[Array], reduce) -> Array:
+  """The NST terms of each layer, reduced by `reduce` ([N, C, C'] -> scalar or [N])."""
   losses.check_sequences(student_feats, teacher_feats, 'nst')
-  total = jnp.zeros((), jnp.float32)
+  total = 0.0
   for s, t in zip(student_feats, teacher_feats):
     s, t = losses.match_spatial(losses.f32(s), jax.lax.stop_gradient(losses.f32(t)))
     n = s.shape[0]
     # NHWC -> [N, C, HW], normalised over HW per channel.
     fs = losses.l2_normalize(s.reshape(n, -1, s.shape[-1]).transpose(0, 2, 1))
     ft = losses.l2_normalize(t.reshape(n, -1, t.shape[-1]).transpose(0, 2, 1))
-    total += (jnp.mean(_poly_kernel(ft, ft)) + jnp.mean(_poly_kernel(fs, fs))
-              - 2.0 * jnp.mean(_poly_kernel(fs, ft)))
+    total += (reduce(_poly_kernel(ft, ft)) + reduce(_poly_kernel(fs, fs))
+              - 2.0 * reduce(_poly_kernel(fs, ft)))
   return total
 
 
@@ -66,4 +76,8 @@ def build_nst(info: BuildInfo, *, weight: float = 50.0, student_features: Featur
 
   def loss(ctx: Context):
     return nst(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys))
-  return Term(name='nst', method='nst', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return nst_per_sample(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys))
+  return Term(name='nst', method='nst', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))

@@ -73,22 +73,27 @@ def ofd_partial_l2(source: Array, target: Array, margin: Array) -> Array:
 
 
 def ofd_loss(sources: Sequence[Array], targets: Sequence[Array],
-             margins: Sequence[Array]) -> Array:
+             margins: Sequence[Array], per_sample: bool = False) -> Array:
   """OFD distillation summed over stages with weights 1/2^(n-i-1), divided by N.
 
   The official CIFAR code further divides by 1000 (the term weight 1e-3 here).
   Where the connected student map and the teacher map differ in size, the
   larger is adaptive-average-pooled to the smaller (teacher after the margin
-  clamp), a kdjax extension for cross-architecture pairs.
+  clamp), a kdjax extension for cross-architecture pairs. `per_sample`: each
+  sample's sum [N] (whose mean is the loss).
   """
   n = sources[0].shape[0]
   num = len(sources)
-  total = jnp.zeros((), jnp.float32)
+  total = jnp.zeros((n,) if per_sample else (), jnp.float32)
   for i, (s, t, m) in enumerate(zip(sources, targets, margins)):
     t = jnp.maximum(jax.lax.stop_gradient(losses.f32(t)), losses.f32(m))
     s, t = losses.match_spatial(losses.f32(s), t)
-    total += ofd_partial_l2(s, t, m) / 2.0 ** (num - i - 1)
-  return total / n
+    if per_sample:
+      part = jax.vmap(lambda a, b: ofd_partial_l2(a, b, m))(s, t)
+    else:
+      part = ofd_partial_l2(s, t, m)
+    total += part / 2.0 ** (num - i - 1)
+  return total if per_sample else total / n
 
 
 class OFDConnector(nn.Module):
@@ -157,7 +162,7 @@ def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
     return modules.init_modules(rng, {f'connector{i}': (m, ctx.student[k])
                                  for i, (m, k) in enumerate(zip(conns, s_keys))})
 
-  def loss(aux, ctx: Context):
+  def loss(aux, ctx: Context, per_sample: bool = False):
     if ctx.teacher_variables is None:
       raise ValueError('ofd: the Context carries no teacher_variables (needed for the margins).')
     margins = teacher_margins(ctx.teacher_variables['params'], paths, channels)
@@ -165,7 +170,8 @@ def build_ofd(info: BuildInfo, *, weight: float = 1e-3, student_features=None,
     for i, ks in enumerate(s_keys):
       outs.append(modules.apply_module(conns[i], aux, f'connector{i}', ctx.student[ks], ctx.train,
                                   stats))
-    value = ofd_loss(outs, [ctx.teacher[k] for k in t_keys], margins)
+    value = ofd_loss(outs, [ctx.teacher[k] for k in t_keys], margins, per_sample)
     return value, {}, modules.state_out(aux, stats)
   return Term(name='ofd', method='ofd', weight=float(weight), loss=loss, init=init,
+              per_sample=lambda aux, ctx: loss(aux, ctx, per_sample=True),
               needs=Needs(teacher_variables=True, teacher_batch_stats=bool(teacher_batch_stats)))

@@ -34,6 +34,14 @@ def vid_nll(mean: Array, var: Array, target: Array) -> Array:
   return jnp.mean(0.5 * (sq / var + jnp.log(var)))
 
 
+def vid_nll_per_sample(mean: Array, var: Array, target: Array) -> Array:
+  """`vid_nll` per sample [N] (mean over C*H*W); its batch mean is `vid_nll`."""
+  chex.assert_equal_shape([mean, target])
+  var = losses.f32(var)
+  sq = jnp.square(losses.f32(mean) - jax.lax.stop_gradient(losses.f32(target)))
+  return losses.row_mean(0.5 * (sq / var + jnp.log(var)))
+
+
 def softplus_inverse(y: float) -> float:
   return float(np.log(np.expm1(y)))
 
@@ -94,12 +102,19 @@ def build_vid(info: BuildInfo, *, weight: float = 1.0, init_var: float = 5.0, ep
       mods[f'layer{i}'] = (regs[i], x)
     return modules.init_modules(rng, mods)
 
-  def loss(aux, ctx: Context):
+  def run(aux, ctx: Context, nll):
     total, metrics = 0.0, {}
     for i, (ks, kt) in enumerate(zip(s_keys, t_keys)):
       x, y = _match(ctx.student[ks], ctx.teacher[kt])
       mu, var = modules.apply_module(regs[i], aux, f'layer{i}', x, ctx.train, {})
-      total = total + vid_nll(mu, var, y)
+      total = total + nll(mu, var, y)
       metrics[f'var{i}'] = var.mean()
     return total, metrics, {}
-  return Term(name='vid', method='vid', weight=float(weight), loss=loss, init=init)
+
+  def loss(aux, ctx: Context):
+    return run(aux, ctx, vid_nll)
+
+  def per_sample(aux, ctx: Context):  # each sample's NLL (mean over H, W, C)
+    return run(aux, ctx, vid_nll_per_sample)
+  return Term(name='vid', method='vid', weight=float(weight), loss=loss, init=init,
+              per_sample=per_sample)

@@ -48,7 +48,7 @@ def weighted_soft_label_weights(student_logits: Array, teacher_logits: Array,
 
 
 def wsld(student_logits: Array, teacher_logits: Array, labels: Array, *,
-         temperature: float = 2.0) -> Array:
+         temperature: float = 2.0, per_sample: bool = False) -> Array:
   """Weighted soft-label distillation (Zhou et al. 2021, official ImageNet code).
 
   loss = tau^2 * mean_n[w_n * (-sum_k p_t^tau log p_s^tau)], with w from
@@ -59,9 +59,10 @@ def wsld(student_logits: Array, teacher_logits: Array, labels: Array, *,
     teacher_logits: [N, K]; no gradient flows into them.
     labels: [N] integer class indices.
     temperature: tau (official ImageNet: 2).
+    per_sample: return each sample's loss [N] (whose mean is the loss) instead.
 
   Returns:
-    A scalar.
+    A scalar (or [N]).
   """
   losses.check_logit_pair(student_logits, teacher_logits)
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
@@ -69,6 +70,8 @@ def wsld(student_logits: Array, teacher_logits: Array, labels: Array, *,
   pt = jax.nn.softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
   log_ps = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
   soft = -jnp.sum(pt * log_ps, axis=-1)
+  if per_sample:
+    return temperature ** 2 * (w * soft)
   return temperature ** 2 * jnp.mean(w * soft)
 
 
@@ -82,4 +85,9 @@ def build_wsld(info: BuildInfo, *, weight: float = 2.5, temperature: float = 2.0
   def loss(ctx: Context):
     return wsld(ctx.student['logits'], ctx.teacher['logits'], ctx.labels,
                        temperature=temperature)
-  return Term(name='wsld', method='wsld', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):
+    return wsld(ctx.student['logits'], ctx.teacher['logits'], ctx.labels,
+                temperature=temperature, per_sample=True)
+  return Term(name='wsld', method='wsld', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))

@@ -1,0 +1,167 @@
+"""data.drop_remainder=False: a masked last partial batch trains exactly as its valid rows.
+
+A batch of B rows whose last k are padding (repeated images, mask False) must give,
+in one step, the parameters, BN statistics, auxiliary state and losses of a step on
+its B - k valid rows alone (what PyTorch does on the short last batch).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kdjax import config as config_lib
+from kdjax import models
+from kdjax.distill import api
+from kdjax.distill import methods as _methods  # noqa: F401  (registers every method)
+from kdjax.models import common
+from kdjax.train import setup as setup_lib
+from kdjax.train import step as step_lib
+
+B, K = 12, 4           # batch rows, masked (padding) rows
+N_TRAIN, CLASSES = 40, 10
+
+
+def _bn_numpy(x, scale, bias, mean0, var0, unbiased, momentum=0.1, eps=1e-5):
+  """PyTorch BatchNorm2d train mode in float64 on x alone: output, running mean, running var."""
+  x = np.asarray(x, np.float64)
+  axes = tuple(range(x.ndim - 1))
+  n = int(np.prod([x.shape[a] for a in axes]))
+  mu, v = x.mean(axes), ((x - x.mean(axes)) ** 2).mean(axes)
+  y = (x - mu) / np.sqrt(v + eps) * scale + bias
+  upd = v * n / (n - 1) if unbiased else v
+  return y, (1 - momentum) * mean0 + momentum * mu, (1 - momentum) * var0 + momentum * upd
+
+
+@pytest.mark.parametrize('unbiased', [False, True])
+def test_masked_batchnorm_equals_batchnorm_on_the_valid_rows(unbiased):
+  rng = np.random.default_rng(0)
+  x = rng.normal(3.0, 2.0, (B, 3, 3, 5)).astype(np.float32)
+  x[B - K:] = rng.normal(50.0, 9.0, (K, 3, 3, 5))  # padding rows far off: must not count
+  bn = common.BatchNorm(use_running_average=False, unbiased_running_var=unbiased)
+  v = bn.init(jax.random.key(0), x)
+  params = {'scale': jnp.asarray(rng.uniform(0.5, 2, 5), jnp.float32),
+            'bias': jnp.asarray(rng.normal(size=5), jnp.float32)}
+  stats = {'mean': jnp.asarray(rng.normal(size=5), jnp.float32),
+           'var': jnp.asarray(rng.uniform(0.5, 2, 5), jnp.float32)}
+  mask = np.arange(B) < B - K
+
+  def run(x, m):
+    with common.batch_mask(m):
+      return bn.apply({'params': params, 'batch_stats': stats}, x, mutable=['batch_stats'])
+  y, new = jax.jit(run)(x, jnp.asarray(mask))
+  ref_y, ref_mean, ref_var = _bn_numpy(x[mask], np.asarray(params['scale']),
+                                       np.asarray(params['bias']), np.asarray(stats['mean']),
+                                       np.asarray(stats['var']), unbiased)
+  np.testing.assert_allclose(y[mask], ref_y, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(new['batch_stats']['mean'], ref_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new['batch_stats']['var'], ref_var, rtol=1e-5)
+  # The same module on the valid rows without a mask agrees too (float32 vs float32).
+  y2, new2 = bn.apply({'params': params, 'batch_stats': stats}, x[mask], mutable=['batch_stats'])
+  np.testing.assert_allclose(y[mask], y2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(new['batch_stats']['var'], new2['batch_stats']['var'], rtol=1e-6)
+  # Eval mode and init ignore the mask; outside the block nothing is masked.
+  assert common.current_batch_mask() is None
+
+
+def test_masked_batchnorm_rejects_a_batch_of_another_size():
+  bn = common.BatchNorm(use_running_average=False)
+  x = jnp.ones((6, 2, 2, 3))
+  v = bn.init(jax.random.key(0), x)
+  with common.batch_mask(jnp.ones((4,), bool)):
+    with pytest.raises(ValueError, match='the batch mask has shape .4,. but the input has 6 rows'):
+      bn.apply(v, x, mutable=['batch_stats'])
+    # Eval mode reads running statistics: no mask needed, no error.
+    common.BatchNorm(use_running_average=True).apply(v, x)
+
+
+# ----------------------------------------------------------------------------
+# One train step: masked batch of B rows vs the B - K valid rows alone.
+
+def _digits():
+  from sklearn.datasets import load_digits
+  d = load_digits()
+  x = (d.images[:N_TRAIN, :, :, None] / 16.0 - 0.3).astype(np.float32)
+  return x, d.target[:N_TRAIN].astype(np.int32)
+
+
+class _Built:
+  """Student resnet8, a random resnet8 teacher, resolved terms, a fresh state (no config file)."""
+
+  def __init__(self, specs, *, ce_weight=1.0, teacher=True):
+    self.x, self.y = _digits()
+    self.student = models.create('resnet8', CLASSES, bn_unbiased_running_var=True)
+    self.teacher = models.create('resnet8', CLASSES) if teacher else None
+    ds = type('DS', (), {'image_shape': self.x.shape[1:]})
+    v = self.student.init(jax.random.key(0), jnp.zeros((2,) + self.x.shape[1:]), train=False)
+    t_shapes, t_spec = None, None
+    if teacher:
+      self.teacher_vars = self.teacher.init(jax.random.key(1), jnp.asarray(self.x[:2]),
+                                            train=False)
+      t_shapes = setup_lib.feature_shapes(self.teacher, self.teacher_vars, ds)
+      t_spec = self.teacher.spec()
+    else:
+      self.teacher_vars = {}
+    info = api.BuildInfo(student_shapes=setup_lib.feature_shapes(self.student, v, ds),
+                         teacher_shapes=t_shapes, num_classes=CLASSES, num_train=N_TRAIN,
+                         student_spec=self.student.spec(), teacher_spec=t_spec,
+                         train_labels=self.y)
+    self.terms = api.resolve_terms(specs, info)
+    ctx = api.example_context(info)
+    aux_p, aux_s = {}, {}
+    for i, t in enumerate(self.terms):
+      if t.init is not None:
+        aux = dict(t.init(jax.random.key(10 + i), ctx))
+        aux_p[t.name] = aux.pop('params', {})
+        if aux:
+          aux_s[t.name] = aux
+    params = {'student': v['params'], 'aux': aux_p}
+    self.tx = optax.sgd(0.1, momentum=0.9)
+    self.state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+                  'batch_stats': v['batch_stats'], 'aux_state': aux_s,
+                  'opt': self.tx.init(params)}
+    cfg = step_lib.StepConfig(seed=0, steps_per_epoch=4, stage_start_step=0, stage_epochs=1.0,
+                              ce_weight=ce_weight, num_classes=CLASSES)
+    self.fn = jax.jit(step_lib.make_train_step(
+        student=self.student, teacher=self.teacher, terms=self.terms, tx=self.tx,
+        batch_fn=lambda data, step, key: data, cfg=cfg))
+
+  def batch(self, idx, mask=None):
+    idx = np.asarray(idx, np.int32)
+    out = {'image': jnp.asarray(self.x[idx]), 'label': jnp.asarray(self.y[idx]),
+           'index': jnp.asarray(idx)}
+    if mask is not None:
+      out['mask'] = jnp.asarray(mask)
+    return out
+
+  def step(self, batch, state=None):
+    return self.fn(jax.tree.map(jnp.array, state or self.state), self.teacher_vars, batch)
+
+
+# Valid rows 5..12 of the digits, padding = the first K of them again (as gather_batch_masked).
+VALID = np.arange(5, 5 + B - K)
+PADDED = np.concatenate([VALID, VALID[:K]])
+MASK = np.arange(B) < B - K
+
+
+def _assert_same_step(built, rtol=2e-5, atol=2e-6):
+  """One step on the masked batch equals one step on its valid rows: state and losses."""
+  s_masked, m_masked = built.step(built.batch(PADDED, MASK))
+  s_valid, m_valid = built.step(built.batch(VALID))
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+  for key in ('params', 'batch_stats', 'aux_state', 'opt'):
+    jax.tree.map(close, s_masked[key], s_valid[key])
+  for k, v in m_valid.items():
+    close(m_masked[k], v)
+  assert float(m_masked['valid_rows']) == B - K and 'valid_rows' not in m_valid
+  return s_masked, m_masked
+
+
+def test_plain_ce_step_on_a_masked_batch_equals_the_valid_rows():
+  built = _Built([], teacher=False)
+  _, m = _assert_same_step(built)
+  assert np.isfinite(float(m['loss/ce']))
