@@ -148,11 +148,17 @@ PADDED = np.concatenate([VALID, VALID[:K]])
 MASK = np.arange(B) < B - K
 
 
-def _assert_same_step(built, rtol=2e-5, atol=2e-6):
+def _close(a, b, rtol=1e-5):
+  """|a - b| <= rtol * max|b| + 1e-7 (float32 sums in another order; relative to the leaf)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)) + 1e-7)
+
+
+def _assert_same_step(built):
   """One step on the masked batch equals one step on its valid rows: state and losses."""
   s_masked, m_masked = built.step(built.batch(PADDED, MASK))
   s_valid, m_valid = built.step(built.batch(VALID))
-  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+  close = _close
   for key in ('params', 'batch_stats', 'aux_state', 'opt'):
     jax.tree.map(close, s_masked[key], s_valid[key])
   for k, v in m_valid.items():
@@ -190,3 +196,34 @@ def test_per_sample_terms_on_a_masked_batch_equal_the_valid_rows():
   # size, ~100 s on 2 cores); small weights keep the combined update well conditioned. OFD
   # runs the teacher on batch statistics; FitNet/AB/OFD/FT have BN in their auxiliary modules.
   _check_per_sample(PER_SAMPLE)
+
+
+def _per_row_negatives(monkeypatch):
+  """CRD draws its negatives as one [B, k] block, so a batch of 12 and one of 8 draw
+  different ones; per-row keys make the draws of a row independent of the batch size."""
+  from kdjax.distill.methods import crd
+  orig = crd.crd_sample_negatives
+
+  def per_row(rng, labels, sorted_idx, class_start, class_count, k):
+    one = lambda i, lab: orig(jax.random.fold_in(rng, i), lab[None], sorted_idx, class_start,
+                              class_count, k)[0]
+    return jax.vmap(one)(jnp.arange(labels.shape[0]), labels)
+  monkeypatch.setattr(crd, 'crd_sample_negatives', per_row)
+
+
+def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
+  # Relations over the batch (SP, RKD, PKT, CC, DIST) and CRD's NCE + memory banks.
+  _per_row_negatives(monkeypatch)
+  specs = [dict(method='sp', weight=1.0), dict(method='rkd', weight=0.1),
+           dict(method='pkt', weight=1.0), dict(method='cc', weight=0.1),
+           dict(method='dist', weight=0.5), dict(method='crd', weight=0.5, nce_k=8, feat_dim=16)]
+  built = _Built(specs)
+  assert all(t.masked for t in built.terms)
+  state, _ = _assert_same_step(built)
+  # No bank row outside the valid indices was written (the padding repeats valid indices).
+  for bank in ('memory_s', 'memory_t'):
+    before = np.asarray(built.state['aux_state']['crd']['memory'][bank])
+    after = np.asarray(state['aux_state']['crd']['memory'][bank])
+    untouched = np.setdiff1d(np.arange(N_TRAIN), VALID)
+    np.testing.assert_array_equal(after[untouched], before[untouched])
+    assert not np.allclose(after[VALID], before[VALID])

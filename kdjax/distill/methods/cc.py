@@ -26,17 +26,21 @@ from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve
 Array = jax.Array
 
 
-def correlation_congruence(student_emb: Array, teacher_emb: Array) -> Array:
+def correlation_congruence(student_emb: Array, teacher_emb: Array,
+                           mask: Array | None = None) -> Array:
   """Correlation congruence, RD's author-supplied form (`Correlation`).
 
   On already-embedded vectors (RD embeds both with trainable Linear(d -> 128)):
   delta = |e_s - e_t|; loss = mean_{i < N-1} sum_d delta_{i,d} delta_{i+1,d}
   (consecutive samples of the batch). Needs equal widths; 0 for a batch of 1
   (the reference's mean of an empty tensor is NaN).
+  With `mask` [N] only pairs of two valid rows count; the masked last batch has its
+  valid rows first, so these are the consecutive pairs of the valid rows alone.
 
   Args:
     student_emb: [N, D].
     teacher_emb: [N, D].
+    mask: optional 0/1 validity of the rows [N].
 
   Returns:
     A scalar.
@@ -46,10 +50,15 @@ def correlation_congruence(student_emb: Array, teacher_emb: Array) -> Array:
   delta = jnp.abs(losses.flat(student_emb) - losses.flat(jax.lax.stop_gradient(teacher_emb)))
   if delta.shape[0] < 2:
     return jnp.zeros((), jnp.float32)
-  return jnp.mean(jnp.sum(delta[:-1] * delta[1:], axis=1))
+  prods = jnp.sum(delta[:-1] * delta[1:], axis=1)
+  if mask is None:
+    return jnp.mean(prods)
+  m = jnp.asarray(mask, jnp.float32)
+  w = m[:-1] * m[1:]
+  return jnp.sum(prods * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def _rbf_correlation(e: Array, gamma: float, order: int) -> Array:
+def _rbf_correlation(e: Array, gamma: float, order: int) -> Array:  # [N, N]
   f = losses.l2_normalize(losses.flat(e))
   s = f @ f.T
   corr = jnp.zeros_like(s)
@@ -59,7 +68,7 @@ def _rbf_correlation(e: Array, gamma: float, order: int) -> Array:
 
 
 def correlation_congruence_rbf(student_emb: Array, teacher_emb: Array, *, gamma: float = 0.4,
-                               order: int = 2) -> Array:
+                               order: int = 2, mask: Array | None = None) -> Array:
   """Correlation congruence, paper form (Peng et al. 2019; as in KD-Zoo).
 
   f = normalize(e); S = f f^T; corr = sum_{p=0..P} e^{-2 gamma} (2 gamma)^p / p! S^p
@@ -70,6 +79,7 @@ def correlation_congruence_rbf(student_emb: Array, teacher_emb: Array, *, gamma:
     teacher_emb: [N, D_t].
     gamma: RBF parameter.
     order: Taylor order P.
+    mask: optional 0/1 validity of the rows [N] (mean over pairs of valid rows).
 
   Returns:
     A scalar.
@@ -77,7 +87,10 @@ def correlation_congruence_rbf(student_emb: Array, teacher_emb: Array, *, gamma:
   losses.check_embeddings(student_emb, teacher_emb)
   c_s = _rbf_correlation(student_emb, gamma, order)
   c_t = _rbf_correlation(jax.lax.stop_gradient(teacher_emb), gamma, order)
-  return jnp.mean(jnp.square(c_s - c_t))
+  if mask is None:
+    return jnp.mean(jnp.square(c_s - c_t))
+  w = losses.pair_weights(mask)
+  return jnp.sum(jnp.square(c_s - c_t) * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 @register_method('cc', family='relational', paper='Peng et al. 2019, Correlation Congruence for '
@@ -102,16 +115,16 @@ def build_cc(info: BuildInfo, *, weight: float = 0.02, feat_dim: int = 128, form
     # The teacher feature is constant but its embedding is trained: no stop_gradient here.
     e_t = modules.apply_module(embed, aux, 'embed_t', ctx.teacher[kt], ctx.train, {})
     if form == 'rd':
-      return _cc_rd(e_s, e_t), {}, {}
-    return correlation_congruence_rbf(e_s, e_t, gamma=gamma, order=order), {}, {}
-  return Term(name='cc', method='cc', weight=float(weight), loss=loss, init=init)
+      return _cc_rd(e_s, e_t, ctx.mask), {}, {}
+    return correlation_congruence_rbf(e_s, e_t, gamma=gamma, order=order, mask=ctx.mask), {}, {}
+  return Term(name='cc', method='cc', weight=float(weight), loss=loss, init=init, masked=True)
 
 
-def _cc_rd(e_s, e_t):
+def _cc_rd(e_s, e_t, mask=None):
   """RD `Correlation` with gradients into both embeddings.
 
   `correlation_congruence` stops the gradient of its teacher argument,
   which would freeze RD's trainable teacher embedding; the same formula is
   applied here to the difference directly (passing e_s - e_t and zeros).
   """
-  return correlation_congruence(e_s - e_t, jnp.zeros_like(e_t))
+  return correlation_congruence(e_s - e_t, jnp.zeros_like(e_t), mask)

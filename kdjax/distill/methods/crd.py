@@ -100,11 +100,13 @@ def crd_normalizer(z: Array, scores: Array, n_data: int, mask: Array | None = No
   return jnp.where(z < 0, first, z)
 
 
-def crd_nce(x: Array, n_data: int, eps: float = 1e-7, mask: Array | None = None) -> Array:
+def crd_nce(x: Array, n_data: int, eps: float = 1e-7, mask: Array | None = None,
+            rows: Array | None = None) -> Array:
   """RD `ContrastLoss`: NCE with noise P_n = 1/n_data over x [B, K+1] (column 0 positive).
 
   -(sum_b log(P_pos / (P_pos + K P_n + eps)) + sum_{b,k} log(K P_n / (P_neg + K P_n + eps))) / B.
-  `mask` [B, K] (optional) drops negatives from the sum.
+  `mask` [B, K] (optional) drops negatives from the sum; `rows` [B] (optional, 0/1)
+  keeps only the valid rows of a masked batch, B being their number.
   """
   b, m = x.shape[0], x.shape[1] - 1
   mpn = m / float(n_data)
@@ -113,6 +115,9 @@ def crd_nce(x: Array, n_data: int, eps: float = 1e-7, mask: Array | None = None)
   log_d0 = jnp.log(mpn / (p_neg + mpn + eps))
   if mask is not None:
     log_d0 = jnp.where(mask, log_d0, 0.0)
+  if rows is not None:
+    r = jnp.asarray(rows, jnp.float32)
+    return -(jnp.sum(log_d1 * r) + jnp.sum(log_d0 * r[:, None])) / jnp.maximum(jnp.sum(r), 1.0)
   return -(jnp.sum(log_d1) + jnp.sum(log_d0)) / b
 
 
@@ -140,11 +145,20 @@ def crd_sample_negatives_seen(rng: Array, labels: Array, label_bank: Array, k: i
   return idx, valid
 
 
-def crd_memory_update(memory: Array, idx: Array, value: Array, momentum: float = 0.5) -> Array:
-  """memory[idx] <- normalize(momentum memory[idx] + (1 - momentum) value) (RD ContrastMemory)."""
+def crd_memory_update(memory: Array, idx: Array, value: Array, momentum: float = 0.5,
+                      valid: Array | None = None) -> Array:
+  """memory[idx] <- normalize(momentum memory[idx] + (1 - momentum) value) (RD ContrastMemory).
+
+  `valid` [B] (optional): rows where it is 0 write nothing (the padding rows of a
+  masked batch repeat indices of real rows, possibly of this very batch).
+  """
   rows = momentum * memory[idx] + (1.0 - momentum) * jax.lax.stop_gradient(losses.f32(value))
   rows = rows / jnp.sqrt(jnp.sum(rows * rows, axis=1, keepdims=True))
-  return memory.at[idx].set(rows.astype(memory.dtype))
+  if valid is None:
+    return memory.at[idx].set(rows.astype(memory.dtype))
+  # An out-of-range index with mode='drop' is no write at all.
+  idx = jnp.where(jnp.asarray(valid) > 0, idx, memory.shape[0])
+  return memory.at[idx].set(rows.astype(memory.dtype), mode='drop')
 
 
 @register_method('crd', family='contrastive', paper='Tian et al. 2020, Contrastive '
@@ -196,27 +210,35 @@ def build_crd(info: BuildInfo, *, weight: float = 0.8, feat_dim: int = 128, nce_
     g_t = modules.apply_module(embed, aux, 'embed_t', ctx.teacher[kt], ctx.train, {})
     mem = aux['memory']
     index = ctx.index.astype(jnp.int32)
+    rows = ctx.mask  # None, or the valid rows of a masked batch (no loss, no bank writes)
     new_mem = {}
     if labels is not None:
       neg = crd_sample_negatives(ctx.rng, ctx.labels, jnp.asarray(order),
                                             jnp.asarray(start), jnp.asarray(count), k)
       mask = neg_mask = None
     else:
-      bank = mem['labels'].at[index].set(ctx.labels.astype(jnp.int32))
+      if rows is None:
+        bank = mem['labels'].at[index].set(ctx.labels.astype(jnp.int32))
+      else:
+        bank = mem['labels'].at[jnp.where(rows > 0, index, n)].set(
+            ctx.labels.astype(jnp.int32), mode='drop')
       neg, neg_mask = crd_sample_negatives_seen(ctx.rng, ctx.labels, bank, k)
       mask = jnp.concatenate([jnp.ones_like(neg_mask[:, :1]), neg_mask], axis=1)
       new_mem['labels'] = bank
     idx = jnp.concatenate([index[:, None], neg], axis=1)
     o_s = crd_scores(g_s, mem['memory_t'], idx, nce_t)
     o_t = crd_scores(g_t, mem['memory_s'], idx, nce_t)
+    if rows is not None:  # Z's first-call mean over the valid rows' entries only
+      valid = jnp.broadcast_to(rows[:, None] > 0, idx.shape)
+      mask = valid if mask is None else mask & valid
     z_s = crd_normalizer(mem['z'][0], o_s, n, mask)
     z_t = crd_normalizer(mem['z'][1], o_t, n, mask)
-    l_s = crd_nce(o_s / z_s, n, mask=neg_mask)
-    l_t = crd_nce(o_t / z_t, n, mask=neg_mask)
+    l_s = crd_nce(o_s / z_s, n, mask=neg_mask, rows=rows)
+    l_t = crd_nce(o_t / z_t, n, mask=neg_mask, rows=rows)
     new_mem.update({
-        'memory_s': crd_memory_update(mem['memory_s'], index, g_s, nce_m),
-        'memory_t': crd_memory_update(mem['memory_t'], index, g_t, nce_m),
+        'memory_s': crd_memory_update(mem['memory_s'], index, g_s, nce_m, rows),
+        'memory_t': crd_memory_update(mem['memory_t'], index, g_t, nce_m, rows),
         'z': jnp.stack([z_s, z_t])})
     return l_s + l_t, {'loss_s': l_s, 'loss_t': l_t}, {'memory': new_mem}
   return Term(name='crd', method='crd', weight=float(weight), loss=loss, init=init,
-              needs=Needs(index=True))
+              needs=Needs(index=True), masked=True)

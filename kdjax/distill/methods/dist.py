@@ -22,6 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from kdjax import losses
 from kdjax.distill.api import BuildInfo, Context, Term, no_aux, register_method
 
 Array = jax.Array
@@ -37,21 +38,42 @@ def _safe_norm(x: Array, axis: int) -> Array:
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
-def pearson_rows(a: Array, b: Array, eps: float = 1e-8) -> Array:
-  """Pearson correlation of matching rows of a, b [N, K] -> [N] (official eps form)."""
-  a = a - jnp.mean(a, axis=1, keepdims=True)
-  b = b - jnp.mean(b, axis=1, keepdims=True)
+def pearson_rows(a: Array, b: Array, eps: float = 1e-8, w: Array | None = None) -> Array:
+  """Pearson correlation of matching rows of a, b [N, K] -> [N] (official eps form).
+
+  With `w` [K] (0/1) only the columns with w = 1 enter (means and sums).
+  """
+  if w is None:
+    a = a - jnp.mean(a, axis=1, keepdims=True)
+    b = b - jnp.mean(b, axis=1, keepdims=True)
+  else:
+    count = jnp.maximum(jnp.sum(w), 1.0)
+    a = (a - jnp.sum(a * w, axis=1, keepdims=True) / count) * w
+    b = (b - jnp.sum(b * w, axis=1, keepdims=True) / count) * w
   return jnp.sum(a * b, axis=1) / (_safe_norm(a, 1) * _safe_norm(b, 1) + eps)
 
 
-def inter_class_relation(y_s: Array, y_t: Array, eps: float = 1e-8) -> Array:
-  """1 - mean over samples of the Pearson correlation of their class distributions."""
-  return 1.0 - jnp.mean(pearson_rows(y_s, y_t, eps))
+def inter_class_relation(y_s: Array, y_t: Array, eps: float = 1e-8,
+                         mask: Array | None = None) -> Array:
+  """1 - mean over samples of the Pearson correlation of their class distributions.
+
+  With `mask` [N] (0/1) the mean is over the valid samples.
+  """
+  if mask is None:
+    return 1.0 - jnp.mean(pearson_rows(y_s, y_t, eps))
+  return 1.0 - losses.masked_mean(pearson_rows(y_s, y_t, eps), mask)
 
 
-def intra_class_relation(y_s: Array, y_t: Array, eps: float = 1e-8) -> Array:
-  """1 - mean over classes of the Pearson correlation of their batch columns."""
-  return inter_class_relation(y_s.T, y_t.T, eps)
+def intra_class_relation(y_s: Array, y_t: Array, eps: float = 1e-8,
+                         mask: Array | None = None) -> Array:
+  """1 - mean over classes of the Pearson correlation of their batch columns.
+
+  With `mask` [N] (0/1) each column's correlation is over the valid samples.
+  """
+  if mask is None:
+    return inter_class_relation(y_s.T, y_t.T, eps)
+  w = jnp.asarray(mask, jnp.float32)
+  return 1.0 - jnp.mean(pearson_rows(y_s.T, y_t.T, eps, w))
 
 
 def dist_loss(student_logits: Array, teacher_logits: Array, *, beta: float = 2.0,
@@ -102,8 +124,8 @@ def build_dist(info: BuildInfo, *, weight: float = 1.0, beta: float = 2.0, gamma
     y_s = jax.nn.softmax(ctx.student['logits'].astype(jnp.float32) / temperature, axis=1)
     y_t = jax.nn.softmax(jax.lax.stop_gradient(ctx.teacher['logits']).astype(jnp.float32)
                          / temperature, axis=1)
-    inter = inter_class_relation(y_s, y_t)
-    intra = intra_class_relation(y_s, y_t)
+    inter = inter_class_relation(y_s, y_t, mask=ctx.mask)
+    intra = intra_class_relation(y_s, y_t, mask=ctx.mask)
     value = temperature ** 2 * (beta * inter + gamma * intra)
     return value, {'inter': inter, 'intra': intra}
-  return Term(name='dist', method='dist', weight=float(weight), loss=no_aux(loss))
+  return Term(name='dist', method='dist', weight=float(weight), loss=no_aux(loss), masked=True)

@@ -26,7 +26,8 @@ def _pkt_normalise(x: Array, eps: float) -> Array:
   return x / (norm + eps)
 
 
-def pkt(student_emb: Array, teacher_emb: Array, *, eps: float = 1e-7) -> Array:
+def pkt(student_emb: Array, teacher_emb: Array, *, eps: float = 1e-7,
+        mask: Array | None = None) -> Array:
   """Probabilistic knowledge transfer (Passalis & Tefas 2018; RD `PKT`).
 
   x <- x / (||x|| + eps) per row; K = (x x^T + 1) / 2, row-normalised to a
@@ -37,20 +38,31 @@ def pkt(student_emb: Array, teacher_emb: Array, *, eps: float = 1e-7) -> Array:
     student_emb: [N, D_s].
     teacher_emb: [N, D_t].
     eps: the reference's 1e-7.
+    mask: optional 0/1 validity of the rows [N]: masked samples leave every
+      row sum and the mean (the loss of the valid rows alone).
 
   Returns:
     A scalar.
   """
   losses.check_embeddings(student_emb, teacher_emb)
 
+  w = None if mask is None else losses.pair_weights(mask)
+
   def cond(x):
     x = _pkt_normalise(losses.flat(x), eps)
     k = (x @ x.T + 1.0) / 2.0
-    return k / jnp.sum(k, axis=1, keepdims=True)
+    if w is None:
+      return k / jnp.sum(k, axis=1, keepdims=True)
+    k = k * w
+    den = jnp.sum(k, axis=1, keepdims=True)
+    return k / jnp.where(den > 0, den, 1.0)  # masked rows: all 0 (no 0/0 in any gradient)
 
   p_s = cond(student_emb)
   p_t = cond(jax.lax.stop_gradient(teacher_emb))
-  return jnp.mean(p_t * jnp.log((p_t + eps) / (p_s + eps)))
+  if w is None:
+    return jnp.mean(p_t * jnp.log((p_t + eps) / (p_s + eps)))
+  # Masked entries have p_s = p_t = 0, so they add 0 to the sum.
+  return jnp.sum(p_t * jnp.log((p_t + eps) / (p_s + eps))) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 @register_method('pkt', family='relational', paper='Passalis & Tefas 2018, Learning Deep '
@@ -61,5 +73,5 @@ def build_pkt(info: BuildInfo, *, weight: float = 30000.0, student_features: Fea
   ks, kt = checks.one_embedding(info, 'pkt', student_features, teacher_features)
 
   def loss(ctx: Context):
-    return pkt(ctx.student[ks], ctx.teacher[kt])
-  return Term(name='pkt', method='pkt', weight=float(weight), loss=no_aux(loss))
+    return pkt(ctx.student[ks], ctx.teacher[kt], mask=ctx.mask)
+  return Term(name='pkt', method='pkt', weight=float(weight), loss=no_aux(loss), masked=True)

@@ -21,10 +21,13 @@ from kdjax.distill.api import BuildInfo, Context, FeatureArg, Term, no_aux, regi
 Array = jax.Array
 
 
-def _smooth_l1(x: Array, y: Array) -> Array:
-  """torch smooth_l1_loss with beta=1 (Huber delta=1), mean reduction."""
+def _smooth_l1(x: Array, y: Array, w: Array | None = None) -> Array:
+  """torch smooth_l1_loss with beta=1 (Huber delta=1), mean reduction (over w > 0 if given)."""
   d = jnp.abs(x - y)
-  return jnp.mean(jnp.where(d < 1.0, 0.5 * d * d, d - 0.5))
+  h = jnp.where(d < 1.0, 0.5 * d * d, d - 0.5)
+  if w is None:
+    return jnp.mean(h)
+  return jnp.sum(h * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def _pdist(e: Array, eps: float = 1e-12) -> Array:
@@ -35,9 +38,9 @@ def _pdist(e: Array, eps: float = 1e-12) -> Array:
   return jnp.where(jnp.eye(e.shape[0], dtype=bool), 0.0, d)
 
 
-def _mean_normalised(d: Array) -> Array:
-  """d / mean(d[d > 0]); left unchanged when no entry is positive (batch of 1)."""
-  pos = d > 0
+def _mean_normalised(d: Array, w: Array | None = None) -> Array:
+  """d / mean(d[d > 0]) (entries with w > 0 only); unchanged when none is positive (batch of 1)."""
+  pos = d > 0 if w is None else (d > 0) & (w > 0)
   mean = jnp.sum(jnp.where(pos, d, 0.0)) / jnp.maximum(jnp.sum(pos), 1)
   return d / jnp.where(mean > 0, mean, 1.0)
 
@@ -48,28 +51,37 @@ def _angles(e: Array) -> Array:
   return jnp.einsum('ijd,ikd->ijk', diff, diff).reshape(-1)
 
 
-def rkd_distance(student_emb: Array, teacher_emb: Array) -> Array:
+def rkd_distance(student_emb: Array, teacher_emb: Array, mask: Array | None = None) -> Array:
   """RKD distance term (RD `RKDLoss`): smooth-L1 between mean-normalised distance matrices.
 
   d_ij = sqrt(max(||e_i - e_j||^2, 1e-12)), diagonal 0, divided by the mean of
   its positive entries (separately per network); smooth-L1 mean over N^2.
+  With `mask` [N] only pairs of valid rows count (the valid rows alone).
   """
   losses.check_embeddings(student_emb, teacher_emb)
-  t_d = _mean_normalised(_pdist(losses.flat(jax.lax.stop_gradient(teacher_emb))))
-  s_d = _mean_normalised(_pdist(losses.flat(student_emb)))
-  return _smooth_l1(s_d, t_d)
+  w = None if mask is None else losses.pair_weights(mask)
+  t_d = _mean_normalised(_pdist(losses.flat(jax.lax.stop_gradient(teacher_emb))), w)
+  s_d = _mean_normalised(_pdist(losses.flat(student_emb)), w)
+  return _smooth_l1(s_d, t_d, w)
 
 
-def rkd_angle(student_emb: Array, teacher_emb: Array) -> Array:
-  """RKD angle term (RD `RKDLoss`): smooth-L1 between all N^3 triplet cosines."""
+def rkd_angle(student_emb: Array, teacher_emb: Array, mask: Array | None = None) -> Array:
+  """RKD angle term (RD `RKDLoss`): smooth-L1 between all N^3 triplet cosines.
+
+  With `mask` [N] only triplets of valid rows count.
+  """
   losses.check_embeddings(student_emb, teacher_emb)
   t_a = _angles(losses.flat(jax.lax.stop_gradient(teacher_emb)))
   s_a = _angles(losses.flat(student_emb))
-  return _smooth_l1(s_a, t_a)
+  w = None
+  if mask is not None:
+    m = jnp.asarray(mask, jnp.float32)
+    w = (m[:, None, None] * m[None, :, None] * m[None, None, :]).reshape(-1)
+  return _smooth_l1(s_a, t_a, w)
 
 
 def rkd(student_emb: Array, teacher_emb: Array, *, distance_weight: float = 25.0,
-        angle_weight: float = 50.0) -> Array:
+        angle_weight: float = 50.0, mask: Array | None = None) -> Array:
   """Relational KD, distance + angle (Park et al. 2019; RD `RKDLoss`).
 
   loss = distance_weight * `rkd_distance` + angle_weight * `rkd_angle`; the
@@ -81,15 +93,16 @@ def rkd(student_emb: Array, teacher_emb: Array, *, distance_weight: float = 25.0
     teacher_emb: [N, D_t].
     distance_weight: lambda_D.
     angle_weight: lambda_A.
+    mask: optional 0/1 validity of the rows [N] (masked rows leave every pair).
 
   Returns:
     A scalar.
   """
   loss = jnp.zeros((), jnp.float32)
   if distance_weight:
-    loss += distance_weight * rkd_distance(student_emb, teacher_emb)
+    loss += distance_weight * rkd_distance(student_emb, teacher_emb, mask)
   if angle_weight:
-    loss += angle_weight * rkd_angle(student_emb, teacher_emb)
+    loss += angle_weight * rkd_angle(student_emb, teacher_emb, mask)
   return loss
 
 
@@ -97,8 +110,10 @@ def _rkd_term(name, info, weight, student_features, teacher_features, fn):
   ks, kt = checks.one_embedding(info, name, student_features, teacher_features)
 
   def loss(ctx: Context):
-    return fn(ctx.student[ks], ctx.teacher[kt])
-  return Term(name=name, method=name, weight=float(weight), loss=no_aux(loss))
+    if ctx.mask is None:
+      return fn(ctx.student[ks], ctx.teacher[kt])
+    return fn(ctx.student[ks], ctx.teacher[kt], mask=ctx.mask)
+  return Term(name=name, method=name, weight=float(weight), loss=no_aux(loss), masked=True)
 
 
 @register_method('rkd', family='relational', paper='Park et al. 2019, Relational Knowledge '
@@ -109,8 +124,8 @@ def build_rkd(info: BuildInfo, *, weight: float = 1.0, distance_weight: float = 
   """RKD distance + angle on the pooled vector (RD: 25 D + 50 A, weight 1)."""
   checks.nonneg('rkd', distance_weight=distance_weight, angle_weight=angle_weight)
   return _rkd_term('rkd', info, weight, student_features, teacher_features,
-                   lambda s, t: rkd(s, t, distance_weight=distance_weight,
-                                           angle_weight=angle_weight))
+                   lambda s, t, mask=None: rkd(s, t, distance_weight=distance_weight,
+                                               angle_weight=angle_weight, mask=mask))
 
 
 @register_method('rkd_d', family='relational', paper='Park et al. 2019, Relational Knowledge '

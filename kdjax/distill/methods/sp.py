@@ -23,15 +23,19 @@ Array = jax.Array
 
 
 def similarity_preserving(student_feats: Sequence[Array],
-                          teacher_feats: Sequence[Array]) -> Array:
+                          teacher_feats: Sequence[Array], mask: Array | None = None) -> Array:
   """Similarity-preserving KD (Tung & Mori 2019; RD `Similarity`).
 
   f = flatten(F) [N, CHW]; G = f f^T, each row L2-normalised;
   loss = ||G_t - G_s||_F^2 / N^2, summed over the pairs of the sequences.
 
+  With `mask` [N] the rows of the masked samples are zeroed before the Gram
+  matrices and N is the number of valid rows: the loss of the valid rows alone.
+
   Args:
     student_feats: sequence of [N, ...] maps (RD: the last conv map).
     teacher_feats: sequence of [N, ...] maps, any widths.
+    mask: optional 0/1 validity of the rows [N].
 
   Returns:
     A scalar.
@@ -47,6 +51,9 @@ def similarity_preserving(student_feats: Sequence[Array],
     losses.check_embeddings(s, t)
     fs, ft = losses.flat(s), losses.flat(jax.lax.stop_gradient(t))
     n = fs.shape[0]
+    if mask is not None:  # zero rows: zero Gram rows and columns, which normalise to 0
+      m = jnp.asarray(mask, jnp.float32)[:, None]
+      fs, ft, n = fs * m, ft * m, losses.valid_count(mask, n)
     g_s = losses.l2_normalize(fs @ fs.T)
     g_t = losses.l2_normalize(ft @ ft.T)
     total += jnp.sum(jnp.square(g_t - g_s)) / (n * n)
@@ -63,5 +70,5 @@ def build_sp(info: BuildInfo, *, weight: float = 3000.0, student_features: Featu
   checks.check_batched(info, 'sp', s_keys, t_keys)
 
   def loss(ctx: Context):
-    return similarity_preserving(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys))
-  return Term(name='sp', method='sp', weight=float(weight), loss=no_aux(loss))
+    return similarity_preserving(pick(ctx.student, s_keys), pick(ctx.teacher, t_keys), ctx.mask)
+  return Term(name='sp', method='sp', weight=float(weight), loss=no_aux(loss), masked=True)
