@@ -227,3 +227,11 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
     untouched = np.setdiff1d(np.arange(N_TRAIN), VALID)
     np.testing.assert_array_equal(after[untouched], before[untouched])
     assert not np.allclose(after[VALID], before[VALID])
+
+
+@pytest.mark.parametrize('phase', ['distill', 'teacher_ss'])
+def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
+  # 4N-row student pass and 3N-row teacher pass, error-level ranking, similarity columns.
+  built = _Built([dict(method='sskd', phase=phase)], ce_weight=0.1 if phase == 'distill' else 0.0)
+  _, m = _assert_same_step(built)
+  assert np.isfinite(float(m['loss/sskd']))

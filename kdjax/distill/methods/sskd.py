@@ -37,6 +37,11 @@ ranking"): rank_j = place of the target in the teacher's descending scores
 (0 = correct); all correct rows are kept plus the floor(ratio * #wrong) wrong
 rows of smallest rank (ties: lower row first). Official defaults: w = 0.9,
 2.7, 10.0 with ce 0.1; tau = 4, 4, 0.5; ratio_tf = 1.0, ratio_ss = 0.75.
+
+Masked batch (`ctx.mask`, data.drop_remainder=False): the padding rows and their
+rotations leave every KL, the error-level ranking (counts and order) and the
+similarity columns, and both passes on 4N / 3N rows take their BN statistics over
+the valid rows' copies: the loss of the valid images alone.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 Array = jax.Array
 
 COS_EPS = 1e-8  # torch F.cosine_similarity's eps
+MASKED_SCORE = -1e9  # a similarity column of a masked image: out of every softmax and ranking
 
 
 def rotations(x: Array) -> Array:
@@ -77,19 +83,25 @@ def target_rank(scores: Array, target: Array) -> Array:
   return jnp.sum(scores > own, axis=-1)
 
 
-def keep_mask(rank: Array, ratio: float) -> Array:
+def keep_mask(rank: Array, ratio: float, valid: Array | None = None) -> Array:
   """Official selection: all rank-0 rows plus floor(ratio * #wrong) wrong rows of smallest rank.
 
   Ties in rank go to the lower row (a stable sort; torch's argsort is unstable).
+  With `valid` [M] (bool) only valid rows are counted, ranked and kept.
   """
   m = rank.shape[0]
-  wrong = jnp.sum(rank > 0)
   # int(wrong * ratio) in float64 as the official code, tabulated for every possible count.
   kept_wrong = jnp.asarray(np.array([int(w * ratio) for w in range(m + 1)], np.int32))
-  keep = (m - wrong) + kept_wrong[wrong]
-  order = jnp.argsort(rank, stable=True)
+  if valid is None:
+    wrong = jnp.sum(rank > 0)
+    keep = (m - wrong) + kept_wrong[wrong]
+    order = jnp.argsort(rank, stable=True)
+  else:
+    wrong = jnp.sum((rank > 0) & valid)
+    keep = (jnp.sum(valid) - wrong) + kept_wrong[wrong]
+    order = jnp.argsort(jnp.where(valid, rank, m + 1), stable=True)  # invalid rows last
   place = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
-  return place < keep
+  return place < keep if valid is None else (place < keep) & valid
 
 
 def masked_kl(student_scores: Array, teacher_scores: Array, temperature: float,
@@ -110,24 +122,38 @@ def ss_targets(n: int) -> Array:
   return jnp.tile(jnp.arange(n), 3)
 
 
-def teacher_ss_loss(emb: Array, n: int) -> tuple[Array, Array]:
-  """Teacher phase: CE(S, target) over the 3N rotated rows of `emb` [4N, d]; (loss, accuracy)."""
-  simi = cosine_matrix(emb[n:], emb[:n])
+def mask_columns(simi: Array, valid: Array | None) -> Array:
+  """Similarities to masked normal images (columns) pushed out of softmaxes and rankings."""
+  return simi if valid is None else jnp.where(valid[None, :], simi, MASKED_SCORE)
+
+
+def teacher_ss_loss(emb: Array, n: int, valid: Array | None = None) -> tuple[Array, Array]:
+  """Teacher phase: CE(S, target) over the 3N rotated rows of `emb` [4N, d]; (loss, accuracy).
+
+  `valid` [N] (bool, optional): only valid images count, as rows and as columns.
+  """
+  simi = mask_columns(cosine_matrix(emb[n:], emb[:n]), valid)
   target = ss_targets(n)
-  ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(simi, -1), target[:, None], -1))
-  return ce, jnp.mean(jnp.argmax(simi, -1) == target)
+  ce = -jnp.take_along_axis(jax.nn.log_softmax(simi, -1), target[:, None], -1)[:, 0]
+  acc = (jnp.argmax(simi, -1) == target).astype(jnp.float32)
+  if valid is None:
+    return jnp.mean(ce), jnp.mean(acc)
+  rows = jnp.tile(valid, 3)
+  return losses.masked_mean(ce, rows), losses.masked_mean(acc, rows)
 
 
 def sskd_losses(s_logits: Array, t_logits: Array, s_emb: Array, t_emb: Array, labels: Array, *,
                 kd_temperature: float = 4.0, tf_temperature: float = 4.0,
                 ss_temperature: float = 0.5, ratio_tf: float = 1.0,
-                ratio_ss: float = 0.75) -> dict[str, Array]:
+                ratio_ss: float = 0.75, valid: Array | None = None) -> dict[str, Array]:
   """The student-phase components on a rotation-major 4N batch (see the module docstring).
 
   Args:
     s_logits, t_logits: [4N, K] logits of the student and teacher.
     s_emb, t_emb: [4N, d_s], [4N, d_t] SS-module embeddings.
     labels: [N] class labels of the normal images.
+    valid: optional bool [N]: the valid images of a masked batch (others leave
+      every KL, ranking and similarity column).
 
   Returns:
     {'kd', 'tf', 'ss', 'tf_kept', 'ss_kept', 'ss_acc'}; no gradient reaches the teacher.
@@ -138,21 +164,23 @@ def sskd_losses(s_logits: Array, t_logits: Array, s_emb: Array, t_emb: Array, la
                      f'{t_logits.shape}.')
   t_logits = jax.lax.stop_gradient(t_logits)
   t_emb = jax.lax.stop_gradient(t_emb)
-  kd = masked_kl(s_logits[:n], t_logits[:n], kd_temperature)
+  rows = None if valid is None else jnp.tile(valid, 3)  # the rotated rows of valid images
+  kd = masked_kl(s_logits[:n], t_logits[:n], kd_temperature, valid)
   # Transformation KD: the teacher's rank of the true class on each rotated image.
   t_aug = t_logits[n:]
-  keep_tf = keep_mask(target_rank(t_aug, jnp.tile(labels, 3)), ratio_tf)
+  keep_tf = keep_mask(target_rank(t_aug, jnp.tile(labels, 3)), ratio_tf, rows)
   tf = masked_kl(s_logits[n:], t_aug, tf_temperature, keep_tf)
   # Self-supervision transfer: which normal image each rotated one came from.
-  s_simi = cosine_matrix(s_emb[n:], s_emb[:n])
-  t_simi = cosine_matrix(t_emb[n:], t_emb[:n])
+  s_simi = mask_columns(cosine_matrix(s_emb[n:], s_emb[:n]), valid)
+  t_simi = mask_columns(cosine_matrix(t_emb[n:], t_emb[:n]), valid)
   target = ss_targets(n)
-  keep_ss = keep_mask(target_rank(t_simi, target), ratio_ss)
+  keep_ss = keep_mask(target_rank(t_simi, target), ratio_ss, rows)
   ss = masked_kl(s_simi, t_simi, ss_temperature, keep_ss)
+  mean = jnp.mean if rows is None else (lambda x: losses.masked_mean(x, rows))
   return {'kd': kd, 'tf': tf, 'ss': ss,
-          'tf_kept': jnp.mean(keep_tf.astype(jnp.float32)),
-          'ss_kept': jnp.mean(keep_ss.astype(jnp.float32)),
-          'ss_acc': jnp.mean(jnp.argmax(s_simi, -1) == target)}
+          'tf_kept': mean(keep_tf.astype(jnp.float32)),
+          'ss_kept': mean(keep_ss.astype(jnp.float32)),
+          'ss_acc': mean((jnp.argmax(s_simi, -1) == target).astype(jnp.float32))}
 
 
 class SSHead(nn.Module):
@@ -204,23 +232,28 @@ def build_sskd(info: BuildInfo, *, weight: float = 1.0, phase: str = 'distill',
   def loss(aux, ctx: Context):
     n = ctx.labels.shape[0]
     x4 = rotations(ctx.images)
+    valid = None if ctx.mask is None else ctx.mask > 0
+    # Passes on 3N / 4N rows: BN (if in train mode) over the valid images' copies.
+    kw3 = {} if valid is None else {'mask': jnp.tile(valid, 3)}
+    kw4 = {} if valid is None else {'mask': jnp.tile(valid, 4)}
     # The frozen teacher in eval mode: its normal rows are the main pass's features.
-    t_logits_aug, t_feats_aug = jax.lax.stop_gradient(ctx.apply_teacher(x4[n:]))
+    t_logits_aug, t_feats_aug = jax.lax.stop_gradient(ctx.apply_teacher(x4[n:], **kw3))
     t_logits = jnp.concatenate([ctx.teacher['logits'], t_logits_aug], 0)
     t_feat = jnp.concatenate([ctx.teacher[kt], t_feats_aug[kt]], 0)
     # Official `bb_grad=False`/`no_grad`: the teacher backbone feature is detached.
     t_emb = modules.apply_module(head, aux, 'teacher_head', jax.lax.stop_gradient(t_feat),
                                  ctx.train, {})
     if phase == 'teacher_ss':
-      value, acc = teacher_ss_loss(t_emb, n)
+      value, acc = teacher_ss_loss(t_emb, n, valid)
       return value, {'ss_acc': acc}, {}
-    s_logits, s_feats = ctx.apply_student(x4)
+    s_logits, s_feats = ctx.apply_student(x4, **kw4)
     s_emb = modules.apply_module(head, aux, 'student_head', s_feats[ks], ctx.train, {})
-    parts = sskd_losses(s_logits, t_logits, s_emb, t_emb, ctx.labels, **hp)
+    parts = sskd_losses(s_logits, t_logits, s_emb, t_emb, ctx.labels, valid=valid, **hp)
     value = kd_weight * parts['kd'] + tf_weight * parts['tf'] + ss_weight * parts['ss']
     return value, parts, {}
 
   # The teacher phase trains only the teacher head on frozen features: student in eval mode.
   needs = Needs(images=True, teacher_pass=True, student_pass=(phase == 'distill'),
                 student_eval=(phase == 'teacher_ss'))
-  return Term(name='sskd', method='sskd', weight=float(weight), loss=loss, init=init, needs=needs)
+  return Term(name='sskd', method='sskd', weight=float(weight), loss=loss, init=init, needs=needs,
+              masked=True)
