@@ -235,3 +235,104 @@ def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
   built = _Built([dict(method='sskd', phase=phase)], ce_weight=0.1 if phase == 'distill' else 0.0)
   _, m = _assert_same_step(built)
   assert np.isfinite(float(m['loss/sskd']))
+
+
+# ----------------------------------------------------------------------------
+# The batch source and real runs.
+
+from kdjax import data as data_lib  # noqa: E402
+from kdjax.config import import_module  # noqa: E402
+from kdjax.train import inputs, loop  # noqa: E402
+
+recipes = import_module('common')
+
+
+def _digits_cfg(drop_remainder=False, batch_size=256, epochs=2):
+  cfg = recipes.digits('resnet8')
+  cfg.data.drop_remainder = drop_remainder
+  cfg.optim.batch_size = batch_size
+  cfg.optim.warmup_epochs = 0.0
+  cfg.epochs = epochs
+  cfg.eval_every_epochs = cfg.checkpoint_every_epochs = 1
+  cfg.log_every_steps = 1
+  cfg.progress_bar = False
+  return cfg
+
+
+def test_an_epoch_visits_every_index_once_in_ceil_n_over_b_steps():
+  cfg = _digits_cfg()
+  ds = data_lib.load(cfg.data)
+  b = 256
+  spe = config_lib.steps(ds.num_train, b, drop_remainder=False)
+  assert spe == 6 == -(-1437 // b) and config_lib.steps(ds.num_train, b) == 5
+  fn = jax.jit(inputs.in_memory_batch_fn(ds, cfg.data, seed=3, batch_size=b, steps_per_epoch=spe))
+  dev = {'image': jnp.asarray(ds.train_images), 'label': jnp.asarray(ds.train_labels, jnp.int32)}
+  for epoch in (0, 1):
+    seen = []
+    for s in range(spe):
+      batch = fn(dev, jnp.int32(epoch * spe + s), jax.random.key(0))
+      mask = np.asarray(batch['mask'])
+      assert mask.shape == (b,) and batch['image'].shape[0] == b
+      assert mask.all() == (s < spe - 1)                  # only the last batch is padded
+      assert mask.sum() == (b if s < spe - 1 else 1437 - 5 * b)
+      idx = np.asarray(batch['index'])
+      np.testing.assert_array_equal(np.asarray(batch['label']), ds.train_labels[idx])
+      seen.extend(idx[mask].tolist())
+    assert sorted(seen) == list(range(ds.num_train))     # every index exactly once
+
+
+def test_a_divisible_dataset_gives_the_unmasked_batches_bit_for_bit():
+  # B divides N: drop_remainder=False is exactly drop_remainder=True (no mask at all).
+  cfg = _digits_cfg()
+  ds = data_lib.load(cfg.data)
+  dev = {'image': jnp.asarray(ds.train_images[:1400]),
+         'label': jnp.asarray(ds.train_labels[:1400], jnp.int32)}
+  ds_1400 = type('DS', (), {'num_train': 1400, 'mean': ds.mean, 'std': ds.std})
+  outs = []
+  for drop in (True, False):
+    cfg.data.drop_remainder = drop
+    spe = config_lib.steps(1400, 100, drop)
+    assert spe == 14
+    fn = inputs.in_memory_batch_fn(ds_1400, cfg.data, seed=0, batch_size=100, steps_per_epoch=spe)
+    outs.append(jax.jit(fn)(dev, jnp.int32(13), jax.random.key(1)))
+  assert set(outs[0]) == set(outs[1]) == {'image', 'label', 'index'}
+  jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
+
+
+def test_an_all_valid_mask_matches_the_unmasked_step():
+  # The masked program on a full batch (all rows valid) is the unmasked step up to rounding.
+  built = _Built([dict(method='kd', weight=0.9)], ce_weight=0.1)
+  idx = np.arange(B)
+  s_m, m_m = built.step(built.batch(idx, np.ones(B, bool)))
+  s_u, m_u = built.step(built.batch(idx))
+  jax.tree.map(_close, s_m['params'], s_u['params'])
+  jax.tree.map(_close, s_m['batch_stats'], s_u['batch_stats'])
+  _close(m_m['loss/total'], m_u['loss/total'])
+
+
+def _final_params(workdir, cfg):
+  from kdjax.train import checkpoint as ckpt_lib
+  return ckpt_lib.restore_exported(os.path.join(workdir, 'checkpoints'))
+
+
+def test_run_keeps_the_last_batch_and_resumes_exactly(tmp_path):
+  # 2 epochs of ceil(1437 / 256) = 6 steps; stopped just before an epoch's masked last step.
+  cfg = _digits_cfg()
+  full = loop.train_and_evaluate(cfg, str(tmp_path / 'full'))
+  records = [json.loads(l) for l in open(tmp_path / 'full' / 'metrics.jsonl')]
+  train = [r for r in records if r['kind'] == 'train']
+  assert [r['step'] for r in train] == list(range(1, 13))
+  assert [r['valid_rows'] for r in train] == [256] * 5 + [157] + [256] * 5 + [157]
+  epoch = [r for r in records if r['kind'] == 'train_epoch']
+  assert [r['step'] for r in epoch] == [6, 12]
+  # Per-epoch means weigh each step by its valid rows (images), as a per-image mean.
+  acc = [r['train_accuracy'] for r in train[:6]]
+  np.testing.assert_allclose(epoch[0]['train_accuracy'],
+                             (256 * sum(acc[:5]) + 157 * acc[5]) / 1437, rtol=1e-6)
+  part = loop.train_and_evaluate(cfg, str(tmp_path / 'part'), stop_after_steps=11)
+  assert part == {'interrupted': True, 'step': 11}
+  resumed = loop.train_and_evaluate(cfg, str(tmp_path / 'part'))
+  assert resumed['final'] == full['final']
+  _, a = _final_params(str(tmp_path / 'full'), cfg)
+  _, b = _final_params(str(tmp_path / 'part'), cfg)
+  jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -384,9 +384,10 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
           images_seen += timed_steps * batch_size
           t_mark, timed_steps = now, 0
           for _, hm in host:
+            w = int(hm.get('valid_rows', 1))  # masked last batch: steps weigh their valid rows
             for name, value in hm.items():
-              epoch_sums[name] = epoch_sums.get(name, 0.0) + float(value)
-          epoch_count += len(host)
+              epoch_sums[name] = epoch_sums.get(name, 0.0) + w * float(value)
+            epoch_count += w
           last_step, last = host[-1]
           if is_main:
             writer.write(last_step + 1, 'train', {**{k: float(v) for k, v in last.items()},

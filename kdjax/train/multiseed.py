@@ -340,10 +340,11 @@ def _train_loop(cfg, setup, workdir, t_start, stop_after_steps, on_config_change
           images_seen += timed_steps * batch_size
           t_mark, timed_steps = now, 0
           for _, hm in host:
+            w = int(hm['valid_rows'][0]) if 'valid_rows' in hm else 1  # as loop.py (same rows)
             for k in range(n_seeds):
               for name, value in hm.items():
-                epoch_sums[k][name] = epoch_sums[k].get(name, 0.0) + float(value[k])
-          epoch_count += len(host)
+                epoch_sums[k][name] = epoch_sums[k].get(name, 0.0) + w * float(value[k])
+            epoch_count += w
           last_step, last = host[-1]
           lr = float(schedule(last_step - start))
           for k, w in enumerate(writers):
