@@ -73,6 +73,9 @@ def get_config(arg=None):
                           TEACHER_DIRS[a.data](a.teacher))
   if a.method == 'dot':
     c.optim.update(DOT_OPTIM[a.data])
+  # mdistiller's CIFAR-100 train loader (DataLoader, drop_last=False) keeps the last partial
+  # batch; its ImageNet loader is streamed here in full batches.
+  c.data.drop_remainder = a.data != 'cifar100'
   return common.with_terms(c, terms, ce)
 
 

@@ -166,10 +166,15 @@ def get_config(arg=None):
   a = common.parse_arg(arg, method='kd', teacher='resnet32x4', student='resnet8x4', arch='')
   if a.arch:
     common.choose('arch', a.arch, ARCHS)
-    return common.rd_cifar100(a.arch)
-  common.choose('method', a.method, METHODS)
-  common.choose('teacher,student', (a.teacher, a.student), PAIRS)
-  return distill(a.method, a.teacher, a.student)
+    c = common.rd_cifar100(a.arch)
+  else:
+    common.choose('method', a.method, METHODS)
+    common.choose('teacher,student', (a.teacher, a.student), PAIRS)
+    c = distill(a.method, a.teacher, a.student)
+  # RepDistiller's train loader (a PyTorch DataLoader, drop_last=False) keeps the last
+  # partial batch: 782 steps per epoch at batch 64, the last one masked (16 valid rows).
+  c.data.drop_remainder = False
+  return c
 
 
 def workdir(arg):

@@ -72,7 +72,10 @@ def resolve(cfg):
   for st in config_lib.stages(cfg):
     specs = [dict(dict(spec), method=dict(spec).get('method', key), name=key)
              for key, spec in st.distill.terms.items()]
-    out.append((st, api.resolve_terms(specs, info)))
+    terms = api.resolve_terms(specs, info)
+    if not cfg.data.get('drop_remainder', True):  # as setup.build: a masked last batch
+      api.check_masking(terms)
+    out.append((st, terms))
   return out
 
 
@@ -364,6 +367,16 @@ def test_cli_list_and_show_from_another_directory(tmp_path):
   assert total[0] == 'total' and int(total[1]) == len(config_cli.all_cells())
   shown = json.loads(run('show', 'configs/tfkd.py:method=tfkd_reg', '--config.epochs=3'))
   assert shown['epochs'] == 3 and shown['distill']['terms']['tfkd_reg']['temperature'] == 20.0
+
+
+def test_protocols_keeping_the_last_batch_mask_it():
+  # RepDistiller's and mdistiller's CIFAR DataLoaders keep the last partial batch.
+  for cell in ('rd_cifar100:arch=resnet32x4', 'rd_cifar100:method=sskd,teacher=resnet56,student=resnet20',
+               'mdistiller:data=cifar100,method=dot,teacher=vgg13,student=vgg8'):
+    assert config_lib.load(cell).data.drop_remainder is False, cell
+  for cell in ('digits:arch=resnet8', 'kd_beyond_compression:data=cifar10,method=dml,student=resnet8',
+               'mdistiller:data=imagenet2012,method=reviewkd,teacher=resnet34,student=resnet18'):
+    assert config_lib.load(cell).data.drop_remainder is True, cell
 
 
 def test_repdistiller_protocol_uses_pytorch_bn_running_variance():
