@@ -148,10 +148,10 @@ PADDED = np.concatenate([VALID, VALID[:K]])
 MASK = np.arange(B) < B - K
 
 
-def _close(a, b, rtol=1e-5):
+def _close(a, b, rtol=1e-5, err_msg=''):
   """|a - b| <= rtol * max|b| + 1e-7 (float32 sums in another order; relative to the leaf)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)) + 1e-7)
+  np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)) + 1e-7, err_msg=err_msg)
 
 
 def _assert_same_step(built):
@@ -162,7 +162,7 @@ def _assert_same_step(built):
   for key in ('params', 'batch_stats', 'aux_state', 'opt'):
     jax.tree.map(close, s_masked[key], s_valid[key])
   for k, v in m_valid.items():
-    close(m_masked[k], v)
+    close(m_masked[k], v, err_msg=k)
   assert float(m_masked['valid_rows']) == B - K and 'valid_rows' not in m_valid
   return s_masked, m_masked
 
@@ -336,3 +336,50 @@ def test_run_keeps_the_last_batch_and_resumes_exactly(tmp_path):
   _, a = _final_params(str(tmp_path / 'full'), cfg)
   _, b = _final_params(str(tmp_path / 'part'), cfg)
   jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+# ----------------------------------------------------------------------------
+# Terms and datasets that cannot mask fail before anything compiles.
+
+def test_a_term_without_masking_is_rejected_at_setup_with_the_fix():
+  cfg = _digits_cfg()
+  cfg.distill.terms = config_lib.ConfigDict({'pskd': {'method': 'pskd'}})
+  with pytest.raises(ValueError, match=r"term 'pskd' \(method 'pskd'\) cannot exclude masked "
+                                       r"rows.*set data.drop_remainder=True"):
+    setup_lib.build(cfg)
+  cfg.data.drop_remainder = True
+  assert setup_lib.build(cfg).steps_per_epoch == 5
+  cfg.distill.terms = config_lib.ConfigDict({'tfkd_reg': {'method': 'tfkd_reg'}})
+  cfg.data.drop_remainder = False
+  assert setup_lib.build(cfg).steps_per_epoch == 6
+
+
+def test_a_streamed_dataset_rejects_a_masked_last_batch():
+  cfg = _digits_cfg()
+  fake = type('Streamed', (), {'name': 'imagenet2012', 'num_classes': 10, 'num_train': 1000,
+                               'in_memory': False, 'image_shape': (8, 8, 1)})
+  with pytest.raises(ValueError, match="needs an in-memory dataset; 'imagenet2012' is streamed"):
+    setup_lib.build(cfg, dataset=fake)
+
+
+def test_the_step_rejects_an_unmasked_term_on_a_masked_batch_while_tracing():
+  term = api.Term(name='batchy', method='batchy', weight=1.0, needs_teacher=False,
+                  loss=api.no_aux(lambda ctx: jnp.var(ctx.student['logits'])))
+  built = _Built([], teacher=False)
+  cfg = step_lib.StepConfig(seed=0, steps_per_epoch=1, stage_start_step=0, stage_epochs=1.0,
+                            ce_weight=1.0, num_classes=CLASSES)
+  fn = step_lib.make_train_step(student=built.student, teacher=None, terms=[term], tx=built.tx,
+                                batch_fn=lambda d, s, k: d, cfg=cfg)
+  with pytest.raises(ValueError, match=r"term 'batchy' \(method 'batchy'\)"):
+    jax.eval_shape(fn, built.state, {}, built.batch(PADDED, MASK))
+  jax.eval_shape(fn, built.state, {}, built.batch(VALID))  # no mask: runs as always
+
+
+@pytest.mark.slow
+def test_other_per_sample_terms_on_a_masked_batch_equal_the_valid_rows():
+  # Tf-KD (both), IPWD's weighting of KD (weights normalised over the valid rows), ReviewKD.
+  specs = [dict(method='tfkd_reg', weight=0.1), dict(method='tfkd_self', weight=0.1),
+           dict(method='ipw', name='ipw_kd', term=dict(method='kd'), warmup_epochs=0.0),
+           dict(method='reviewkd', weight=0.1)]
+  built = _Built(specs, ce_weight=0.5)
+  _assert_same_step(built)

@@ -74,6 +74,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import losses
 from kdjax.distill import api
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
@@ -224,12 +225,23 @@ def with_ipw(term: Term, info: BuildInfo, *, estimator: str = 'prob_ratio', w_mi
     # The head estimates the propensity; it must not train the backbone.
     z_cls = head.apply({'params': head_params}, jax.lax.stop_gradient(ctx.student[feature]))
     ce = optax.softmax_cross_entropy_with_integer_labels(z_cls.astype(jnp.float32), ctx.labels)
+    # A masked batch normalises w over its valid rows (the batch of the valid rows alone).
     w = ipw_weights(ctx.student[logits_feature], z_cls, ctx.labels, estimator=estimator,
-                    w_min=w_min, w_max=w_max, normalize=normalize)
+                    w_min=w_min, w_max=w_max, normalize=normalize and ctx.mask is None)
+    if normalize and ctx.mask is not None:
+      w = w / losses.masked_mean(w, ctx.mask)
     if warmup_epochs > 0:
       w = jnp.where(ctx.progress >= warmup_epochs, w, jnp.ones_like(w))
-    metrics = dict(metrics, ce_cls=jnp.mean(ce), w_max=jnp.max(w), w_min=jnp.min(w),
-                   cls_accuracy=jnp.mean(jnp.argmax(z_cls, -1) == ctx.labels))
+    correct = (jnp.argmax(z_cls, -1) == ctx.labels).astype(jnp.float32)
+    if ctx.mask is None:
+      metrics = dict(metrics, ce_cls=jnp.mean(ce), w_max=jnp.max(w), w_min=jnp.min(w),
+                     cls_accuracy=jnp.mean(correct))
+    else:
+      valid = ctx.mask > 0
+      metrics = dict(metrics, ce_cls=losses.masked_mean(ce, ctx.mask),
+                     w_max=jnp.max(jnp.where(valid, w, -jnp.inf)),
+                     w_min=jnp.min(jnp.where(valid, w, jnp.inf)),
+                     cls_accuracy=losses.masked_mean(correct, ctx.mask))
     return w * values + cls_weight * ce, metrics, state
 
   def loss(aux, ctx: Context):

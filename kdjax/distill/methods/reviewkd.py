@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kdjax import losses
 from kdjax.distill.api import BuildInfo, Context, Term, register_method, resolve_features
 from kdjax.distill import modules as ac
 from kdjax.distill.methods import ipwd
@@ -219,7 +220,8 @@ def build_reviewkd(info: BuildInfo, *, weight: float = 1.0, warmup_epochs: float
                            ctx.train, stats)
     values = hcl_per_sample(outs, [as_map(ctx.teacher[k]) for k in t_keys])
     ramp = warmup_ramp(ctx.progress, warmup_epochs)
-    return ramp * values, dict(warmup=ramp, hcl=jnp.mean(values)), ac.state_out(aux, stats)
+    hcl = jnp.mean(values) if ctx.mask is None else losses.masked_mean(values, ctx.mask)
+    return ramp * values, dict(warmup=ramp, hcl=hcl), ac.state_out(aux, stats)
 
   def loss(aux, ctx: Context):
     values, metrics, state = per_sample(aux, ctx)

@@ -41,4 +41,5 @@ def build_stochastic_depth(info: BuildInfo, *, weight: float = 1.0,
     del ctx
     return jnp.zeros((), jnp.float32)
   return Term(name='stochastic_depth', method='stochastic_depth', weight=float(weight),
-              loss=no_aux(loss), needs_teacher=False, needs=Needs(survival=probs))
+              loss=no_aux(loss), needs_teacher=False, needs=Needs(survival=probs),
+              masked=True)  # no loss of its own: a masked batch changes nothing here

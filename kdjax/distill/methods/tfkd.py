@@ -21,13 +21,15 @@ import jax.numpy as jnp
 from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill.api import BuildInfo, Context, Term, no_aux, register_method
+from kdjax.distill.methods.kd import kd_per_sample
 
 Array = jax.Array
 
 
 def label_smoothing_kd(student_logits: Array, labels: Array, num_classes: int, *,
                        correct_prob: float = 0.99, temperature: float = 20.0,
-                       multiplier: float = 100.0, paper_form: bool = False) -> Array:
+                       multiplier: float = 100.0, paper_form: bool = False,
+                       per_sample: bool = False) -> Array:
   """Tf-KD's virtual-teacher regulariser (Yuan et al. 2020, `loss_kd_regularization`).
 
   The virtual teacher p^d puts `correct_prob` on the label and
@@ -53,9 +55,10 @@ def label_smoothing_kd(student_logits: Array, labels: Array, num_classes: int, *
     temperature: tau.
     multiplier: m, the official code's multiplier.
     paper_form: use the paper's KL instead of the official code's.
+    per_sample: return each sample's loss [N] (whose mean is the loss) instead.
 
   Returns:
-    A scalar.
+    A scalar (or [N]).
   """
   chex.assert_rank([student_logits, labels], [2, 1])
   chex.assert_equal_shape_prefix([student_logits, labels], 1)
@@ -69,10 +72,11 @@ def label_smoothing_kd(student_logits: Array, labels: Array, num_classes: int, *
     log_target = jax.nn.log_softmax(jnp.log(p_d) / temperature, axis=-1)
     log_p = jax.nn.log_softmax(z / temperature, axis=-1)
     kl = jnp.sum(jnp.exp(log_target) * (log_target - log_p), axis=-1)
-    return multiplier * jnp.mean(kl)
+    return multiplier * (kl if per_sample else jnp.mean(kl))
   log_target = jax.nn.log_softmax(p_d / temperature, axis=-1)
   log_p = jax.nn.log_softmax(z, axis=-1)
-  return multiplier * jnp.mean(jnp.exp(log_target) * (log_target - log_p))
+  elementwise = jnp.exp(log_target) * (log_target - log_p)
+  return multiplier * (jnp.mean(elementwise, axis=-1) if per_sample else jnp.mean(elementwise))
 
 
 def tfkd_self(student_logits: Array, teacher_logits: Array, *, temperature: float = 6.0,
@@ -107,12 +111,13 @@ def build_tfkd_reg(info: BuildInfo, *, weight: float = 0.1, correct_prob: float 
     raise ValueError(f'tfkd_reg: needs at least 2 classes, got {info.num_classes}.')
   num_classes = info.num_classes
 
-  def loss(ctx: Context):
+  def loss(ctx: Context, per_sample: bool = False):
     return label_smoothing_kd(ctx.student['logits'], ctx.labels, num_classes,
                                      correct_prob=correct_prob, temperature=temperature,
-                                     multiplier=multiplier, paper_form=paper_form)
+                                     multiplier=multiplier, paper_form=paper_form,
+                                     per_sample=per_sample)
   return Term(name='tfkd_reg', method='tfkd_reg', weight=float(weight), loss=no_aux(loss),
-              needs_teacher=False)
+              per_sample=no_aux(lambda ctx: loss(ctx, per_sample=True)), needs_teacher=False)
 
 
 @register_method('tfkd_self', family='self', paper='Yuan et al. 2020, Revisiting Knowledge '
@@ -141,4 +146,10 @@ def build_tfkd_self(info: BuildInfo, *, weight: float = 0.95, temperature: float
   def loss(ctx: Context):
     return tfkd_self(ctx.student['logits'], ctx.teacher['logits'], temperature=temperature,
                         multiplier=multiplier)
-  return Term(name='tfkd_self', method='tfkd_self', weight=float(weight), loss=no_aux(loss))
+
+  def per_sample(ctx: Context):  # each sample's KL / K: its batch mean is the loss
+    z = ctx.student['logits']
+    return multiplier * kd_per_sample(z, ctx.teacher['logits'], temperature=temperature) / \
+        z.shape[-1]
+  return Term(name='tfkd_self', method='tfkd_self', weight=float(weight), loss=no_aux(loss),
+              per_sample=no_aux(per_sample))
