@@ -383,3 +383,80 @@ def test_other_per_sample_terms_on_a_masked_batch_equal_the_valid_rows():
            dict(method='reviewkd', weight=0.1)]
   built = _Built(specs, ce_weight=0.5)
   _assert_same_step(built)
+
+
+# ----------------------------------------------------------------------------
+# Seeds in parallel and several devices (slow: whole runs).
+
+@pytest.mark.slow
+def test_a_seed_of_a_masked_group_equals_its_separate_run(tmp_path):
+  from kdjax.train import multiseed
+  cfg = _digits_cfg(epochs=1)           # 6 steps, the 6th masked
+  cfg.seeds = (3, 4)
+  out = loop.train_and_evaluate(cfg, str(tmp_path / 'group'))
+  single_cfg = _digits_cfg(epochs=1)
+  single_cfg.seed = 4
+  single = loop.train_and_evaluate(single_cfg, str(tmp_path / 'single'))
+  res = out['runs'][1]
+  np.testing.assert_allclose([res['final'][k] for k in sorted(single['final'])],
+                             [single['final'][k] for k in sorted(single['final'])], rtol=1e-5)
+  step, a = _final_params(str(tmp_path / 'single'), single_cfg)
+  step_g, g = _final_params(str(tmp_path / 'group'), cfg)
+  assert step == step_g == 6
+  b = multiseed.unstack(g, 1)
+  jax.tree.map(lambda x, y: _close(x, y, rtol=1e-4), a['params'], b['params'])
+  jax.tree.map(lambda x, y: _close(x, y, rtol=1e-4), a['batch_stats'], b['batch_stats'])
+  rec = [json.loads(l) for l in open(tmp_path / 'group' / 'seed1' / 'metrics.jsonl')]
+  assert [r['valid_rows'] for r in rec if r['kind'] == 'train'] == [256] * 5 + [157]
+
+
+SHARDED = '''
+import sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import jax, numpy as np
+from kdjax.config import import_module
+recipes = import_module('common')
+from kdjax.train import checkpoint as ck, loop, setup as setup_lib
+assert jax.device_count() == 8
+teacher = tempfile.mkdtemp()
+t = recipes.digits('resnet8'); t.epochs = 1; t.progress_bar = False
+loop.train_and_evaluate(t, teacher)
+cfg = recipes.student('digits', 'resnet8', 'resnet8', {
+    'crd': dict(method='crd', weight=0.8, nce_k=256), 'kd': dict(method='kd', weight=1.0)})
+cfg.teacher.checkpoint = teacher
+cfg.epochs = 1; cfg.progress_bar = False; cfg.optim.warmup_epochs = 0.0
+cfg.optim.batch_size = 256; cfg.data.drop_remainder = False   # 6 steps, the 6th masked
+
+def run(n_dev):
+    orig, workdir = setup_lib.make_mesh, tempfile.mkdtemp()
+    setup_lib.make_mesh = lambda: orig(jax.devices()[:n_dev])
+    try:
+        loop.train_and_evaluate(cfg, workdir)
+        s = setup_lib.build(cfg)
+        c = ck.Checkpointer(workdir + '/checkpoints')
+        step, state = loop.restore(s, c, setup_lib.init_variables(s)); c.close()
+        return step, jax.device_get({k: state[k] for k in ('params', 'batch_stats', 'aux_state')})
+    finally:
+        setup_lib.make_mesh = orig
+
+s1, a = run(1)
+s8, b = run(8)
+assert s1 == s8 == 6
+def close(path, x, y):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+jax.tree_util.tree_map_with_path(close, a, b)
+print('OK')
+'''
+
+
+@pytest.mark.slow
+def test_a_masked_batch_on_eight_devices_matches_one():
+  # The mask is batch-sharded like the labels; BN and CRD reduce over the global valid rows.
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', SHARDED, root], env=env, capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert 'OK' in out.stdout
