@@ -14,6 +14,7 @@ def get_config(arg=None):
   del arg
   c = base_config()
   c.data.name = 'cifar100'           # random crop (pad 4) + flip: the schema's defaults
+  c.data.drop_remainder = False      # keep the last partial batch (782 steps at 64), as RD
   c.model.name = 'resnet8x4'
   with c.model.kwargs.unlocked():  # PyTorch's unbiased BN running variance, as RepDistiller
     c.model.kwargs.bn_unbiased_running_var = True
