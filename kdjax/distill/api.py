@@ -57,7 +57,8 @@ class Needs:
     student_pass: `ctx.apply_student(x, **kw)`: a differentiable extra pass of
       the current student (train mode, statistics updates discarded).
     teacher_pass: `ctx.apply_teacher(x)`: an extra pass of the frozen teacher
-      (differentiable with respect to its input).
+      (differentiable with respect to its input). On a masked batch both take
+      `mask=` [rows of x] when x is not the batch itself (BN statistics).
     teacher_batch_stats: the teacher runs with BN on batch statistics (OFD's
       official `t_net.train()`); running statistics are not updated.
     student_eval: the student's main pass runs in eval mode (running BN
