@@ -425,9 +425,9 @@ cfg = recipes.student('digits', 'resnet8', 'resnet8', {
     'crd': dict(method='crd', weight=0.8, nce_k=256), 'kd': dict(method='kd', weight=1.0)})
 cfg.teacher.checkpoint = teacher
 cfg.epochs = 1; cfg.progress_bar = False; cfg.optim.warmup_epochs = 0.0
-# 3 steps of 480, the 3rd with 477 valid rows (CRD's temperature-0.07 contrast amplifies
-# rounding over more steps: see test_multiseed.py)
-cfg.optim.batch_size = 480; cfg.data.drop_remainder = False
+# 2 steps of 720, the 2nd with 717 valid rows whose 3 padding rows repeat indices of the 1st
+# (CRD's temperature-0.07 contrast amplifies rounding over more steps: see test_multiseed.py)
+cfg.optim.batch_size = 720; cfg.data.drop_remainder = False
 
 def run(n_dev):
     orig, workdir = setup_lib.make_mesh, tempfile.mkdtemp()
@@ -443,11 +443,9 @@ def run(n_dev):
 
 s1, a = run(1)
 s8, b = run(8)
-assert s1 == s8 == 3
+assert s1 == s8 == 2
 def close(path, x, y):
-    # Bank rows are unit vectors (entries ~0.1): a padding row's write would move one by ~0.05.
-    atol = 1e-4 if 'memory' in jax.tree_util.keystr(path) else 1e-5
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=atol, err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 jax.tree_util.tree_map_with_path(close, a, b)
 print('OK')
 '''
