@@ -7,6 +7,8 @@
   kdjax analyze noise     S1 S2 ...     accuracy / loss vs Gaussian input noise
   kdjax analyze clusters  T S1 ...      ||h_T - h_S||^2 to the first net, k-means NMI
   kdjax analyze tsne      T S1 ...      t-SNE of penultimate features
+  kdjax analyze tsne SG --masks expected,full,random:3,drop:2,1101
+                                        ... and of stochastic-depth sub-networks
   kdjax analyze attribution T S1 ...    LRP (CIFAR ResNets) and gradient x input maps
   kdjax analyze calibration S1 ...      reliability diagrams, risk-coverage curves
   kdjax analyze curves    S1 S2 ...     train / test loss and error per epoch
@@ -23,6 +25,7 @@ import json
 import os
 import time
 
+DEFAULT_MASKS = 'expected,full,random:3'  # `all`: the paper's teacher and three students, + full
 ANALYSES = ('transfer', 'cka', 'active', 'sharpness', 'noise', 'clusters', 'tsne', 'attribution',
             'calibration', 'curves', 'probe')
 
@@ -39,6 +42,14 @@ def add_arguments(p):
   p.add_argument('--iters', type=int, default=20, help='PGD iterations')
   p.add_argument('--cka_examples', type=int, default=1000,
                  help='test images for CKA, active neurons and t-SNE (O(N^2) memory)')
+  p.add_argument('--masks', default='',
+                 help='t-SNE of stochastic-depth sub-networks: comma-separated full, expected, '
+                 'random:K (K Bernoulli(p_l) draws), drop:K (K random blocks dropped) or 0/1 strings '
+                 'with one digit per residual block, block 1 first (default: none for `tsne`, '
+                 f'{DEFAULT_MASKS} for stochastic-depth runs in `all`)')
+  p.add_argument('--tsne_joint', action='store_true',
+                 help='sub-network t-SNE: one joint embedding of all masks of a network (comparable '
+                 'panels) instead of one embedding per panel')
   p.add_argument('--noise_scales', default='0,0.002,0.005,0.01,0.02,0.03',
                  help='sharpness: std of the Gaussian parameter noise')
   p.add_argument('--filter_normalized', action='store_true',
@@ -67,6 +78,31 @@ def check_args(args):
       raise ValueError(f'--{name} must be comma-separated numbers, got {getattr(args, name)!r}.') from None
     if not vals or min(vals) < 0:
       raise ValueError(f'--{name} must be non-negative numbers, got {getattr(args, name)!r}.')
+  if args.masks:
+    from kdjax.analysis import masks
+    if args.what not in ('tsne', 'all'):
+      raise ValueError(f'--masks is used by `kdjax analyze tsne` (and `all`), not {args.what!r}.')
+    masks.check_syntax(args.masks)
+
+
+def mask_plan(nets, args) -> dict:
+  """{net index: [(name, mask)]} of the sub-network t-SNE, parsed before anything compiles.
+
+  Explicit --masks apply to the stochastic-depth nets, or, where there are none,
+  to every residual net (full, drop:K and 0/1 strings need no survival
+  probabilities); `all` without --masks uses DEFAULT_MASKS on stochastic-depth nets.
+  """
+  from kdjax.analysis import masks
+  spec = args.masks or (DEFAULT_MASKS if args.what == 'all' else '')
+  if not spec:
+    return {}
+  sd = [i for i, n in enumerate(nets) if n.survival is not None]
+  targets = sd if (sd or not args.masks) else [i for i, n in enumerate(nets) if n.num_blocks > 0]
+  if args.masks and not targets:
+    raise ValueError('--masks: none of the networks has residual blocks (stochastic-depth '
+                     'sub-networks exist for resnet*, resnet*_cifar and wrn_* models).')
+  return {i: masks.parse_masks(spec, nets[i].num_blocks, nets[i].survival, args.seed,
+                               f'{nets[i].label} ({nets[i].arch})') for i in targets}
 
 
 def _floats(s):
@@ -149,6 +185,9 @@ def active(nets, ds, args):
     if not hasattr(n.model, 'forward_from'):
       res[n.label] = f'skipped: {n.arch} has no forward_from'
       continue
+    if n.survival is not None:  # forward_from would run the rest unscaled: not the deployed net
+      res[n.label] = 'skipped: stochastic depth (forward_from has no branch_scale)'
+      continue
     r = {}
     num_stages = len(n.model.stage_sizes) if hasattr(n.model, 'stage_sizes') else 3  # WRN: 3 groups
     for k in range(1, num_stages + 1):
@@ -213,11 +252,33 @@ def clusters(nets, ds, args):
 
 
 def tsne(nets, ds, args):
-  from kdjax.analysis import plots, runs, similarity
+  from kdjax.analysis import masks, plots, runs, similarity
   x, y = runs.test_arrays(ds, args.cka_examples)
   pts = {n.label: similarity.tsne(_features(n, x, args.batch_size)['pooled'], args.seed) for n in nets}
   fig = plots.scatter_panels(pts, y, title='t-SNE of penultimate features')
-  return {'num_images': len(x), 'labels': list(pts)}, plots.save(fig, args.out, 'tsne')
+  res = {'num_images': len(x), 'labels': list(pts)}
+  figs = plots.save(fig, args.out, 'tsne')
+  plan = mask_plan(nets, args) if getattr(args, 'mask_plan', None) is None else args.mask_plan
+  if plan:
+    res['subnetworks'] = {'joint_embedding': bool(args.tsne_joint), 'nets': {}}
+  for i, ms in plan.items():
+    n = nets[i]
+    logits, feats = masks.masked_outputs(n, x, [m for _, m in ms], args.batch_size)
+    emb = (similarity.tsne_joint(list(feats), args.seed) if args.tsne_joint
+           else [similarity.tsne(f, args.seed) for f in feats])
+    r, panels = {}, {}
+    for (name, m), lg, f, e in zip(ms, logits, feats, emb):
+      top1 = float((lg.argmax(-1) == y).mean())
+      r[name] = {'branch_scale': m.tolist(), 'active_blocks': float(m.sum()), 'top1': top1,
+                 'kmeans_nmi': similarity.kmeans_nmi(f, y, ds.num_classes, args.seed)}
+      panels[f'{name}\ntop1 {top1:.3f}, NMI {r[name]["kmeans_nmi"]:.3f}'] = e
+    res['subnetworks']['nets'][n.label] = r
+    how = 'one joint embedding' if args.tsne_joint else 'one embedding per panel'
+    fig = plots.scatter_panels(panels, y, share=args.tsne_joint,
+                               title=f'{n.label}: t-SNE of penultimate features of sub-networks '
+                               f"('1' block active; {how})")
+    figs += plots.save(fig, args.out, f'tsne_subnetworks_{i}')
+  return res, figs
 
 
 def attribution(nets, ds, args):
@@ -299,6 +360,8 @@ def run(args) -> int:
     else:
       if nets is None:
         nets, ds = runs.load_many(args.workdirs)
+        if 'tsne' in what:  # mask errors (lengths, survival) before anything compiles
+          args.mask_plan = mask_plan(nets, args)
       res, figs = globals()[w](nets, ds, args)
     sec = time.time() - t0
     res = {'seconds': sec, 'cpu_seconds': time.process_time() - c0, **res}
