@@ -1,7 +1,7 @@
 """Self-Guidance sub-network masks: parsing, features of masked networks, the masked t-SNE command.
 
-The stochastic-depth run is a finished-looking workdir (a self_guidance config and
-one checkpoint whose weights are a seeded init plus noise): restoring it goes
+The stochastic-depth run is a finished-looking workdir (a self_guidance config,
+a metrics.jsonl and one checkpoint whose weights are a seeded init plus noise): restoring it goes
 through `kdjax eval`'s path, so the survival probabilities are the run's own.
 """
 
@@ -50,6 +50,9 @@ def _write_run(workdir, cfg):
   ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False)
   ck.save(3, state)
   ck.close()
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:  # what the loop logs, for `curves`
+    f.write('{"step": 2, "kind": "train", "loss/ce": 2.3, "train_accuracy": 0.1}\n'
+            '{"step": 3, "kind": "eval", "epoch": 0.1, "top1": 0.1, "loss": 2.3}\n')
   return setup
 
 
@@ -178,6 +181,34 @@ def test_dropping_blocks_changes_features_as_the_residual_formula_says(sg_run):
   assert pre.shape == (3, 16, 2 * 2 * 64)  # 8x8 digits: stage 3 is 2x2x64
   np.testing.assert_allclose(pre[2], (pre[0] + pre[1]) / 2, rtol=1e-5, atol=1e-5)
   assert np.abs(pre[1] - pre[0]).max() > 1e-2
+
+
+def test_lrp_explains_the_deployed_network(sg_run):
+  """LRP folds p_l into each branch's last conv: its forward is the expected network, and
+  without biases relevance is still conserved layer to layer (the epsilon rule's property)."""
+  from kdjax.analysis import lrp
+  _, _, net, ds = sg_run
+  x, _ = runs.test_arrays(ds, 3)
+  xn = net.normalize(jnp.asarray(x))
+  s = jnp.asarray(net.survival)
+  np.testing.assert_allclose(np.asarray(lrp.folded_forward(net.model, net.variables, xn, s)),
+                             np.asarray(net(x)[0]), rtol=1e-4, atol=1e-4)
+  nb = runs.Net(net.label, net.arch, net.model, jax.tree_util.tree_map_with_path(
+      lambda p, a: jnp.zeros_like(a) if "'bias'" in str(p) or "'mean'" in str(p) else a,
+      net.variables), net.mean, net.std, survival=net.survival, num_blocks=BLOCKS)
+  target = np.array([1, 2, 3])
+  maps, sums = lrp.lrp(nb, x, target, eps=1e-9, return_sums=True)
+  logit = np.asarray(nb(x)[0])[np.arange(3), target]
+  assert sums.shape == (3, 3 + BLOCKS + 1) and maps.shape == (3, 8, 8)
+  np.testing.assert_allclose(sums, np.broadcast_to(logit[:, None], sums.shape), rtol=2e-3, atol=1e-4)
+
+
+def test_active_neurons_refuse_a_stochastic_depth_net(sg_run):
+  from kdjax.analysis import sensitivity
+  _, _, net, ds = sg_run
+  x, y = runs.test_arrays(ds, 4)
+  with pytest.raises(ValueError, match='stochastic-depth network are not available'):
+    sensitivity.feature_loss_grads(net, x, y, 1)
 
 
 def test_masked_outputs_shape_error(sg_run):

@@ -12,7 +12,7 @@
   kdjax analyze attribution T S1 ...    LRP (CIFAR ResNets) and gradient x input maps
   kdjax analyze calibration S1 ...      reliability diagrams, risk-coverage curves
   kdjax analyze curves    S1 S2 ...     train / test loss and error per epoch
-  kdjax analyze probe     S1 ... --probe_data cifar10   linear probe on another dataset
+  kdjax analyze probe     S1 ... --probe_data stl10     linear probe on another dataset (CRD)
   kdjax analyze all       T S1 ...      every analysis but the probe + index.md
 
 The first workdir is the reference (the teacher) where one is needed. A cohort
@@ -56,7 +56,13 @@ def add_arguments(p):
                  help='sharpness: filter-normalised noise (Li et al. 2018) instead of the paper\'s plain noise')
   p.add_argument('--draws', type=int, default=3, help='sharpness: noise draws per scale')
   p.add_argument('--sigmas', default='0,0.05,0.1,0.2,0.3,0.5', help='input-noise std (pixels in [0, 1])')
-  p.add_argument('--probe_data', default='cifar10', help='probe: the dataset of the linear classifier')
+  p.add_argument('--probe_data', default='cifar10',
+                 help='probe: the dataset of the linear classifier (cifar10, stl10, ...: any '
+                 'in-memory dataset kdjax reads; STL-10 is downsampled to the nets\' input size)')
+  p.add_argument('--probe_data_dir', default='',
+                 help='probe: TFDS data_dir of --probe_data (default $TFDS_DATA_DIR or '
+                 '~/tensorflow_datasets)')
+  p.add_argument('--probe_path', default='', help='probe: data.path of a folder / fer2013 probe set')
   p.add_argument('--probe_steps', type=int, default=2000, help='probe: Adam steps (batch 256)')
 
 
@@ -78,6 +84,17 @@ def check_args(args):
       raise ValueError(f'--{name} must be comma-separated numbers, got {getattr(args, name)!r}.') from None
     if not vals or min(vals) < 0:
       raise ValueError(f'--{name} must be non-negative numbers, got {getattr(args, name)!r}.')
+  if args.what == 'probe':
+    from kdjax import data as data_lib
+    if args.probe_steps < 1:
+      raise ValueError(f'--probe_steps must be >= 1, got {args.probe_steps}.')
+    spec = data_lib.spec(args.probe_data)  # unknown name: the known ones and a did-you-mean
+    if spec.loader == 'tfds_stream':
+      raise ValueError(f'--probe_data {args.probe_data} is streamed; the probe reads its probe set '
+                       'into memory (cifar10, cifar100, stl10, folder, fer2013, digits).')
+    if spec.loader == 'tfds':  # a missing dataset: the `tfds build` command, before any load
+      from kdjax.data import tfds_source
+      tfds_source.check_prepared(spec.source_name, args.probe_data_dir or None)
   if args.masks:
     from kdjax.analysis import masks
     if args.what not in ('tsne', 'all'):
@@ -332,19 +349,25 @@ def curves(workdirs, args):
 def probe(nets, ds, args):
   import numpy as np
   from kdjax import data as data_lib
-  from kdjax.analysis import probe as probe_lib
-  target = data_lib.load({'name': args.probe_data})
+  from kdjax.analysis import plots, probe as probe_lib
   size = ds.image_shape[0]
-  res = {'probe_data': args.probe_data, 'image_size': size}
-  to01 = lambda a: probe_lib.resize(a.astype(np.float32) / 255.0, size)
-  xtr, xte = to01(target.train_images), to01(target.test_images)
+  # The real loader: TFDS (ArrayRecord), with STL-10's 96x96 -> size x size resampling done
+  # by kdjax.data (data.image_size, as a training run on 32x32 STL-10 would see it).
+  target = data_lib.load({'name': args.probe_data, 'data_dir': args.probe_data_dir,
+                          'path': args.probe_path, 'image_size': size})
+  xtr, xte = probe_lib.to_input(target.train_images, size), probe_lib.to_input(target.test_images, size)
   if xtr.shape[-1] != ds.image_shape[-1]:
     raise ValueError(f'{args.probe_data} has {xtr.shape[-1]} channels, the networks {ds.image_shape[-1]}.')
+  res = {'probe_data': args.probe_data, 'image_size': size, 'source_image_shape': list(target.image_shape),
+         'num_train': len(xtr), 'num_test': len(xte), 'steps': args.probe_steps, 'nets': {}}
   for n in nets:
     ftr, fte = probe_lib.penultimate(n, xtr, args.batch_size), probe_lib.penultimate(n, xte, args.batch_size)
-    res[n.label] = probe_lib.linear_probe(ftr, target.train_labels, fte, target.test_labels,
-                                          target.num_classes, steps=args.probe_steps, seed=args.seed)
-  return res, []
+    res['nets'][n.label] = probe_lib.linear_probe(ftr, target.train_labels, fte, target.test_labels,
+                                                  target.num_classes, steps=args.probe_steps, seed=args.seed)
+  vals = {l: {'test top-1': r['top1'], 'train top-1': r['train_top1']} for l, r in res['nets'].items()}
+  fig = plots.bars(vals, ylabel='top-1', title=f'Linear probe on frozen pooled features: {args.probe_data} '
+                   f'({size}x{size}, {len(xtr)} train / {len(xte)} test images)')
+  return res, plots.save(fig, args.out, f'probe_{args.probe_data}')
 
 
 def run(args) -> int:
