@@ -77,8 +77,11 @@ def test_parse_masks_values_and_names():
   drop = ms[3][1]
   assert drop.sum() == 2 and set(np.unique(drop)) <= {0.0, 1.0}
   assert names[3] == f'drop2 {masks.bits(drop)}'
-  for name, m in ms[4:]:
-    assert set(np.unique(m)) <= {0.0, 1.0} and name == f'random {masks.bits(m)}'
+  for i, (name, m) in enumerate(ms[4:], 1):
+    assert set(np.unique(m)) <= {0.0, 1.0} and name == f'random{i} {masks.bits(m)}'
+  # Names stay unique (they key the JSON and the panels), also when masks repeat.
+  rep = [n for n, _ in masks.parse_masks('full,1111,full,random:30', 4, p, seed=0)]
+  assert rep[:3] == ['full', '1111', 'full (2)'] and len(set(rep)) == len(rep) == 33
   # Same spec and seed: same masks; another seed: other random draws (over 50 draws of 4 bits).
   again = masks.parse_masks('full,expected,1011,drop:2,random:2', 4, p, seed=0)
   for (a, x), (b, y) in zip(ms, again):

@@ -24,7 +24,8 @@ Mask syntax (comma-separated; each token gives one or more masks):
 `expected` and `random:K` need the run's survival probabilities (a run with a
 `self_guidance` or `stochastic_depth` term); the others work on any residual net.
 Random draws use numpy's default_rng(seed), consumed token by token, so a spec and
-a seed always give the same masks.
+a seed always give the same masks. Panel names: 'full', 'expected', 'random<i> <bits>',
+'drop<K> <bits>' or the 0/1 string, with ' (2)', ' (3)', ... on repeats.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def parse_masks(spec: str, num_blocks: int, survival: Sequence[float] | None = N
       need_survival(tok)
       for _ in range(count(tok, 1, 10000)):
         m = (rng.random(num_blocks) < p).astype(np.float32)
-        out.append((f'random {bits(m)}', m))
+        n_random = sum(name.startswith('random') for name, _ in out) + 1
+        out.append((f'random{n_random} {bits(m)}', m))
     elif low.startswith('drop:'):
       k = count(tok, 0, num_blocks)
       m = np.ones(num_blocks, np.float32)
@@ -103,6 +105,11 @@ def parse_masks(spec: str, num_blocks: int, survival: Sequence[float] | None = N
       out.append((tok, np.array([float(c) for c in tok], np.float32)))
     else:
       raise ValueError(f'unknown mask {tok!r}; --masks takes {SYNTAX}.')
+  seen = {}
+  for i, (name, m) in enumerate(out):  # names key the JSON and the panels: keep them unique
+    seen[name] = seen.get(name, 0) + 1
+    if seen[name] > 1:
+      out[i] = (f'{name} ({seen[name]})', m)
   return out
 
 
