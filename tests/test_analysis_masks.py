@@ -244,14 +244,13 @@ def _parse(argv):
 def test_cli_masked_tsne_writes_json_and_figures(sg_run, tmp_path):
   d, _, net, ds = sg_run
   out = str(tmp_path / 'out')
-  args = _parse(['tsne', d, '--out', out, '--cka_examples', '40', '--masks', 'expected,drop:3,110011'])
+  args = _parse(['tsne', d, '--out', out, '--cka_examples', '40', '--masks', 'expected,110011'])
   assert cli.run(args) == 0
   res = json.load(open(os.path.join(out, 'tsne.json')))
   sub = res['subnetworks']['nets'][net.label]
-  names = list(sub)
-  assert names[0] == 'expected' and names[1].startswith('drop3 ') and names[2] == '110011'
+  assert list(sub) == ['expected', '110011'] and not res['subnetworks']['joint_embedding']
   np.testing.assert_allclose(sub['expected']['branch_scale'], models.survival_probs(BLOCKS, 0.5))
-  assert sub['110011']['active_blocks'] == 4 and sub[names[1]]['active_blocks'] == 3
+  assert sub['110011']['active_blocks'] == 4 and sub['110011']['branch_scale'] == [1, 1, 0, 0, 1, 1]
   x, y = runs.test_arrays(ds, 40)
   assert sub['expected']['top1'] == float((np.asarray(net(x)[0]).argmax(-1) == y).mean())
   for r in sub.values():
@@ -260,7 +259,7 @@ def test_cli_masked_tsne_writes_json_and_figures(sg_run, tmp_path):
   for f in figs:
     assert os.path.getsize(f) > 1000
   h, w = plots.image_check(figs[2])
-  assert h > 50 and w > 3 * 100  # three panels side by side
+  assert h > 50 and w > 2 * 150  # two panels side by side
   assert open(figs[3], 'rb').read(5) == b'%PDF-'
 
 
