@@ -295,3 +295,27 @@ def test_cli_mask_errors_come_before_compiling(sg_run, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=r"'1111' has 4 digits but .* has 6 residual blocks"):
     cli.run(_parse(['tsne', d, '--out', str(tmp_path), '--masks', 'full,1111']))
   assert not calls and not os.path.exists(tmp_path / 'tsne.json')
+
+
+@pytest.mark.slow
+def test_trained_self_guidance_run_expected_mask_is_what_the_trainer_evaluated(tmp_path):
+  """A real Self-Guidance run (resnet8, digits, 1 epoch): the `expected` sub-network's test top-1
+  is the trainer's final evaluation; the all-ones network is another network."""
+  from kdjax.train import loop
+  cfg = _sg_cfg()
+  cfg.model.name = 'resnet8'
+  cfg.epochs, cfg.eval_every_epochs, cfg.checkpoint_every_epochs = 1, 1, 1
+  cfg.optim.batch_size = 128
+  d = str(tmp_path / 'sg')
+  loop.train_and_evaluate(cfg, d)
+  final = json.load(open(os.path.join(d, 'results.json')))['final']['top1']
+  (net,), ds = runs.load(d)
+  x, y = runs.test_arrays(ds)
+  ms = masks.parse_masks('expected,full', net.num_blocks, net.survival)
+  logits, _ = masks.masked_outputs(net, x, [m for _, m in ms])
+  top1 = (logits.argmax(-1) == y).mean(1)
+  assert top1[0] == pytest.approx(final, abs=1e-9)
+  assert np.abs(logits[0] - logits[1]).max() > 1e-3
+  out = str(tmp_path / 'out')
+  assert cli.run(_parse(['tsne', d, '--out', out, '--cka_examples', '30', '--masks', 'expected,random:2'])) == 0
+  assert os.path.getsize(os.path.join(out, 'tsne_subnetworks_0.png')) > 1000

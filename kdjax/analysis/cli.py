@@ -280,15 +280,8 @@ def tsne(nets, ds, args):
     res['subnetworks'] = {'joint_embedding': bool(args.tsne_joint), 'nets': {}}
   for i, ms in plan.items():
     n = nets[i]
-    logits, feats = masks.masked_outputs(n, x, [m for _, m in ms], args.batch_size)
-    emb = (similarity.tsne_joint(list(feats), args.seed) if args.tsne_joint
-           else [similarity.tsne(f, args.seed) for f in feats])
-    r, panels = {}, {}
-    for (name, m), lg, f, e in zip(ms, logits, feats, emb):
-      top1 = float((lg.argmax(-1) == y).mean())
-      r[name] = {'branch_scale': m.tolist(), 'active_blocks': float(m.sum()), 'top1': top1,
-                 'kmeans_nmi': similarity.kmeans_nmi(f, y, ds.num_classes, args.seed)}
-      panels[f'{name}\ntop1 {top1:.3f}, NMI {r[name]["kmeans_nmi"]:.3f}'] = e
+    r, panels = masks.subnetwork_tsne(n, x, y, ms, ds.num_classes, seed=args.seed,
+                                      joint=args.tsne_joint, batch_size=args.batch_size)
     res['subnetworks']['nets'][n.label] = r
     how = 'one joint embedding' if args.tsne_joint else 'one embedding per panel'
     fig = plots.scatter_panels(panels, y, share=args.tsne_joint,

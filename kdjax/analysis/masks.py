@@ -4,6 +4,7 @@ Synopsis:
   masks = parse_masks('full,expected,random:3,drop:4,1101', num_blocks=4,
                       survival=net.survival, seed=0)       # [(name, float32 [L]), ...]
   logits, feats = masked_outputs(net, x01, [m for _, m in masks])  # [M, N, K], [M, N, D]
+  res, panels = subnetwork_tsne(net, x01, labels, masks, num_classes)  # Fig. 5 panels
 
 A residual network with L blocks computes, in block l,
   x_l = relu(shortcut(x_{l-1}) + s_l * f_l(x_{l-1}))
@@ -146,3 +147,35 @@ def masked_outputs(net, x01, masks: Sequence, batch_size: int = 500,
     logits.append(np.concatenate([np.asarray(o[0]) for o in outs]))
     feats.append(np.concatenate([np.asarray(o[1]) for o in outs]))
   return np.stack(logits), np.stack(feats)
+
+
+def subnetwork_tsne(net, x01, labels, masks: Sequence, num_classes: int, *, seed: int = 0,
+                    joint: bool = False, batch_size: int = 500) -> tuple[dict, dict]:
+  """Self-Guidance Figure 5: t-SNE of each sub-network's penultimate features.
+
+  Args:
+    masks: [(name, mask)] from `parse_masks`.
+    joint: one t-SNE of all sub-networks' features together (comparable panels);
+      False: one t-SNE per sub-network (the paper does not say which it used; its
+      panels have independent axes).
+
+  Returns:
+    ({name: {'branch_scale', 'active_blocks', 'top1', 'kmeans_nmi'}},
+     {panel title: [N, 2] embedding}). top1 is on these images; kmeans_nmi the
+    NMI of k-means (k = classes) clusters of the features against the labels
+    (`similarity.kmeans_nmi`), a number for the paper's "more concentrated
+    clusters" of the teacher.
+  """
+  from kdjax.analysis import similarity
+  labels = np.asarray(labels)
+  logits, feats = masked_outputs(net, x01, [m for _, m in masks], batch_size)
+  emb = (similarity.tsne_joint(list(feats), seed) if joint
+         else [similarity.tsne(f, seed) for f in feats])
+  res, panels = {}, {}
+  for (name, m), lg, f, e in zip(masks, logits, feats, emb):
+    top1 = float((lg.argmax(-1) == labels).mean())
+    nmi = similarity.kmeans_nmi(f, labels, num_classes, seed)
+    res[name] = {'branch_scale': np.asarray(m).tolist(), 'active_blocks': float(np.sum(m)),
+                 'top1': top1, 'kmeans_nmi': nmi}
+    panels[f'{name}\ntop1 {top1:.3f}, NMI {nmi:.3f}'] = e
+  return res, panels
