@@ -98,5 +98,7 @@ def test_missing_probe_dataset_names_the_build_command(tmp_path, monkeypatch):
     cli.run(_parse(['probe', str(workdir), '--probe_data', 'stl11']))
   with pytest.raises(ValueError, match='is streamed'):
     cli.run(_parse(['probe', str(workdir), '--probe_data', 'imagenet2012']))
+  with pytest.raises(ValueError, match='give --probe_path'):
+    cli.run(_parse(['probe', str(workdir), '--probe_data', 'folder']))
   with pytest.raises(ValueError, match='--probe_steps'):
     cli.run(_parse(['probe', str(workdir), '--probe_steps', '0']))

@@ -92,6 +92,8 @@ def check_args(args):
     if spec.loader == 'tfds_stream':
       raise ValueError(f'--probe_data {args.probe_data} is streamed; the probe reads its probe set '
                        'into memory (cifar10, cifar100, stl10, folder, fer2013, digits).')
+    if spec.loader in ('folder', 'fer2013') and not args.probe_path:
+      raise ValueError(f'--probe_data {args.probe_data} reads local files: give --probe_path.')
     if spec.loader == 'tfds':  # a missing dataset: the `tfds build` command, before any load
       from kdjax.data import tfds_source
       tfds_source.check_prepared(spec.source_name, args.probe_data_dir or None)
