@@ -25,11 +25,15 @@ import jax
 from kdjax import config as config_lib
 from kdjax.train import driver, inputs, optim, setup as setup_lib
 from kdjax.train import workdir as workdir_lib
-# Re-exported: the public names of a run's pieces.
-from kdjax.train.dispatch import NonFiniteLossError, compile_stage, steps_per_dispatch  # noqa: F401
-from kdjax.train.dispatch import check_finite as _check_finite  # noqa: F401
+# Re-exported: a run's pieces keep their names here (bench, export, interop, tests).
+from kdjax.train.dispatch import NonFiniteLossError, compile_stage, steps_per_dispatch
+from kdjax.train.dispatch import check_finite as _check_finite
 from kdjax.train.dispatch import dispatcher as _dispatcher
-from kdjax.train.evaluate import Evaluator, eval_line, print_eval  # noqa: F401
+from kdjax.train.evaluate import Evaluator, eval_line, print_eval
+
+__all__ = ['train_and_evaluate', 'evaluate_workdir', 'export_student', 'restore', 'fresh_state',
+           'with_opt', 'compile_stage', 'steps_per_dispatch', 'Evaluator', 'eval_line',
+           'NonFiniteLossError', 'SingleRun', '_check_finite', '_dispatcher']
 
 
 def with_opt(tx, variables, batched: bool = False):

@@ -25,7 +25,8 @@ Synopsis:
   The group's workdir is locked and owns its config like any run's
   (`workdir.claim`): resuming with another seed list is refused.
   Limits: in-memory datasets (a host stream has one order for all seeds), one
-  process.
+  process. `SeedGroup` is the group's runner for the training driver
+  (`kdjax.train.driver`), which runs single runs the same way.
 """
 
 from __future__ import annotations
