@@ -172,6 +172,32 @@ def test_self_attack_is_strongest_and_matrix_layout():
   assert s[0, 0] >= s[0, 1:].max() and res['clean_top1'][0] == 1.0
 
 
+
+def test_transfer_matrix_is_the_definition_and_compiles_once_per_net():
+  """success[s][t] written out per pair (PGD on the source, target errors on C_s ∩ C_t); a batch
+  size that does not divide N changes nothing, and each net's forward compiles for one shape only
+  (not once per subset size |C_s ∩ C_t|)."""
+  nets = related_nets(3, noise=0.6)
+  x, _ = images(24, seed=2)
+  y = np.asarray(nets[1].apply(nets[1].variables, x)[0]).argmax(-1).astype(np.int32)  # not jitted
+  y[:5] = (y[:5] + 1) % 10  # net 1 wrong on 5 images, the others on their own sets
+  pred = lambda n, a: np.asarray(n(a)[0]).argmax(-1)
+  res = adversarial.transfer_matrix(nets, x, y, eps=0.1, step=0.02, iters=5, batch_size=10)
+  assert all(n._fn._cache_size() == 1 for n in nets)
+  clean = [pred(n, x) == y for n in nets]
+  want = np.full((3, 3), np.nan)
+  for s, src in enumerate(nets):
+    fn = src.logits_fn()
+    adv = jax.jit(lambda a: adversarial.pgd(fn, a, jnp.asarray(y), eps=0.1, step=0.02, iters=5))(x)
+    for t, tgt in enumerate(nets):
+      both = clean[s] & clean[t]
+      assert res['count'][s][t] == both.sum() > 0
+      want[s, t] = (pred(tgt, adv)[both] != y[both]).mean()
+  np.testing.assert_array_equal(res['success'], want)
+  assert len({c for row in res['count'] for c in row}) > 1  # subsets of several sizes
+  whole = adversarial.transfer_matrix(nets, x, y, eps=0.1, step=0.02, iters=5, batch_size=24)
+  assert whole['success'] == res['success'] and whole['count'] == res['count']
+
 # ---------------------------------------------------------------- active neurons, sharpness, noise
 
 def test_active_neurons_hand_spectrum():

@@ -80,24 +80,35 @@ def transfer_matrix(nets: Sequence, x: np.ndarray, y: np.ndarray, *, attack: str
     raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}.")
   if not 0 < eps <= 1:
     raise ValueError(f'eps is a pixel-space radius in (0, 1], got {eps}.')
-  n = len(nets)
-  clean = np.stack([_predict(net, x, batch_size) == y for net in nets])  # [M, N]
+  n, num = len(nets), len(x)
+  # Every jitted call sees one shape (chunks of `bs`, the last one zero-padded) and each
+  # target classifies all adversarial images once; selecting C_s ∩ C_t afterwards keeps
+  # the compile count at two per net instead of one per (source, target) subset size.
+  bs = max(1, min(batch_size, num))
+  xp, yp = _pad(np.asarray(x), bs), _pad(np.asarray(y), bs)
+  clean = np.stack([_predict(net, xp, bs)[:num] == y for net in nets])  # [M, N]
   success = np.full((n, n), np.nan)
   count = np.zeros((n, n), np.int64)
   for s, src in enumerate(nets):
     make = _attack_fn(src, attack, eps, step, iters)
-    adv = np.concatenate([np.asarray(make(src.variables, x[i:i + batch_size], y[i:i + batch_size]))
-                          for i in range(0, len(x), batch_size)])
+    adv = np.concatenate([np.asarray(make(src.variables, xp[i:i + bs], yp[i:i + bs]))
+                          for i in range(0, len(xp), bs)])
     for t, tgt in enumerate(nets):
       both = clean[s] & clean[t]
       count[s, t] = int(both.sum())
       if count[s, t]:
-        fooled = _predict(tgt, adv[both], batch_size) != y[both]
+        fooled = _predict(tgt, adv, bs)[:num][both] != y[both]
         success[s, t] = float(fooled.mean())
   return {'labels': [net.label for net in nets], 'attack': attack, 'eps': eps,
           'step': step if attack == 'pgd' else eps, 'iters': iters if attack == 'pgd' else 1,
           'num_images': int(len(x)), 'clean_top1': clean.mean(1).tolist(),
           'success': success.tolist(), 'count': count.tolist()}
+
+
+def _pad(a, bs):
+  """`a` with zero rows appended up to a multiple of `bs` (the extra rows are discarded)."""
+  r = (-len(a)) % bs
+  return a if not r else np.concatenate([a, np.zeros((r,) + a.shape[1:], a.dtype)])
 
 
 def _predict(net, x, batch_size):

@@ -7,10 +7,12 @@
   kdjax analyze noise     S1 S2 ...     accuracy / loss vs Gaussian input noise
   kdjax analyze clusters  T S1 ...      ||h_T - h_S||^2 to the first net, k-means NMI
   kdjax analyze tsne      T S1 ...      t-SNE of penultimate features
+  kdjax analyze tsne SG --masks expected,full,random:3,drop:2,1101
+                                        ... and of stochastic-depth sub-networks
   kdjax analyze attribution T S1 ...    LRP (CIFAR ResNets) and gradient x input maps
   kdjax analyze calibration S1 ...      reliability diagrams, risk-coverage curves
   kdjax analyze curves    S1 S2 ...     train / test loss and error per epoch
-  kdjax analyze probe     S1 ... --probe_data cifar10   linear probe on another dataset
+  kdjax analyze probe     S1 ... --probe_data stl10     linear probe on another dataset (CRD)
   kdjax analyze all       T S1 ...      every analysis but the probe + index.md
 
 The first workdir is the reference (the teacher) where one is needed. A cohort
@@ -23,6 +25,7 @@ import json
 import os
 import time
 
+DEFAULT_MASKS = 'expected,full,random:3'  # `all`: the paper's teacher and three students, + full
 ANALYSES = ('transfer', 'cka', 'active', 'sharpness', 'noise', 'clusters', 'tsne', 'attribution',
             'calibration', 'curves', 'probe')
 
@@ -39,13 +42,27 @@ def add_arguments(p):
   p.add_argument('--iters', type=int, default=20, help='PGD iterations')
   p.add_argument('--cka_examples', type=int, default=1000,
                  help='test images for CKA, active neurons and t-SNE (O(N^2) memory)')
+  p.add_argument('--masks', default='',
+                 help='t-SNE of stochastic-depth sub-networks: comma-separated full, expected, '
+                 'random:K (K Bernoulli(p_l) draws), drop:K (K random blocks dropped) or 0/1 strings '
+                 'with one digit per residual block, block 1 first (default: none for `tsne`, '
+                 f'{DEFAULT_MASKS} for stochastic-depth runs in `all`)')
+  p.add_argument('--tsne_joint', action='store_true',
+                 help='sub-network t-SNE: one joint embedding of all masks of a network (comparable '
+                 'panels) instead of one embedding per panel')
   p.add_argument('--noise_scales', default='0,0.002,0.005,0.01,0.02,0.03',
                  help='sharpness: std of the Gaussian parameter noise')
   p.add_argument('--filter_normalized', action='store_true',
                  help='sharpness: filter-normalised noise (Li et al. 2018) instead of the paper\'s plain noise')
   p.add_argument('--draws', type=int, default=3, help='sharpness: noise draws per scale')
   p.add_argument('--sigmas', default='0,0.05,0.1,0.2,0.3,0.5', help='input-noise std (pixels in [0, 1])')
-  p.add_argument('--probe_data', default='cifar10', help='probe: the dataset of the linear classifier')
+  p.add_argument('--probe_data', default='cifar10',
+                 help='probe: the dataset of the linear classifier (cifar10, stl10, ...: any '
+                 'in-memory dataset kdjax reads; STL-10 is downsampled to the nets\' input size)')
+  p.add_argument('--probe_data_dir', default='',
+                 help='probe: TFDS data_dir of --probe_data (default $TFDS_DATA_DIR or '
+                 '~/tensorflow_datasets)')
+  p.add_argument('--probe_path', default='', help='probe: data.path of a folder / fer2013 probe set')
   p.add_argument('--probe_steps', type=int, default=2000, help='probe: Adam steps (batch 256)')
 
 
@@ -67,6 +84,44 @@ def check_args(args):
       raise ValueError(f'--{name} must be comma-separated numbers, got {getattr(args, name)!r}.') from None
     if not vals or min(vals) < 0:
       raise ValueError(f'--{name} must be non-negative numbers, got {getattr(args, name)!r}.')
+  if args.what == 'probe':
+    from kdjax import data as data_lib
+    if args.probe_steps < 1:
+      raise ValueError(f'--probe_steps must be >= 1, got {args.probe_steps}.')
+    spec = data_lib.spec(args.probe_data)  # unknown name: the known ones and a did-you-mean
+    if spec.loader == 'tfds_stream':
+      raise ValueError(f'--probe_data {args.probe_data} is streamed; the probe reads its probe set '
+                       'into memory (cifar10, cifar100, stl10, folder, fer2013, digits).')
+    if spec.loader in ('folder', 'fer2013') and not args.probe_path:
+      raise ValueError(f'--probe_data {args.probe_data} reads local files: give --probe_path.')
+    if spec.loader == 'tfds':  # a missing dataset: the `tfds build` command, before any load
+      from kdjax.data import tfds_source
+      tfds_source.check_prepared(spec.source_name, args.probe_data_dir or None)
+  if args.masks:
+    from kdjax.analysis import masks
+    if args.what not in ('tsne', 'all'):
+      raise ValueError(f'--masks is used by `kdjax analyze tsne` (and `all`), not {args.what!r}.')
+    masks.check_syntax(args.masks)
+
+
+def mask_plan(nets, args) -> dict:
+  """{net index: [(name, mask)]} of the sub-network t-SNE, parsed before anything compiles.
+
+  Explicit --masks apply to the stochastic-depth nets, or, where there are none,
+  to every residual net (full, drop:K and 0/1 strings need no survival
+  probabilities); `all` without --masks uses DEFAULT_MASKS on stochastic-depth nets.
+  """
+  from kdjax.analysis import masks
+  spec = args.masks or (DEFAULT_MASKS if args.what == 'all' else '')
+  if not spec:
+    return {}
+  sd = [i for i, n in enumerate(nets) if n.survival is not None]
+  targets = sd if (sd or not args.masks) else [i for i, n in enumerate(nets) if n.num_blocks > 0]
+  if args.masks and not targets:
+    raise ValueError('--masks: none of the networks has residual blocks (stochastic-depth '
+                     'sub-networks exist for resnet*, resnet*_cifar and wrn_* models).')
+  return {i: masks.parse_masks(spec, nets[i].num_blocks, nets[i].survival, args.seed,
+                               f'{nets[i].label} ({nets[i].arch})') for i in targets}
 
 
 def _floats(s):
@@ -149,6 +204,9 @@ def active(nets, ds, args):
     if not hasattr(n.model, 'forward_from'):
       res[n.label] = f'skipped: {n.arch} has no forward_from'
       continue
+    if n.survival is not None:  # forward_from would run the rest unscaled: not the deployed net
+      res[n.label] = 'skipped: stochastic depth (forward_from has no branch_scale)'
+      continue
     r = {}
     num_stages = len(n.model.stage_sizes) if hasattr(n.model, 'stage_sizes') else 3  # WRN: 3 groups
     for k in range(1, num_stages + 1):
@@ -213,11 +271,26 @@ def clusters(nets, ds, args):
 
 
 def tsne(nets, ds, args):
-  from kdjax.analysis import plots, runs, similarity
+  from kdjax.analysis import masks, plots, runs, similarity
   x, y = runs.test_arrays(ds, args.cka_examples)
   pts = {n.label: similarity.tsne(_features(n, x, args.batch_size)['pooled'], args.seed) for n in nets}
   fig = plots.scatter_panels(pts, y, title='t-SNE of penultimate features')
-  return {'num_images': len(x), 'labels': list(pts)}, plots.save(fig, args.out, 'tsne')
+  res = {'num_images': len(x), 'labels': list(pts)}
+  figs = plots.save(fig, args.out, 'tsne')
+  plan = mask_plan(nets, args) if getattr(args, 'mask_plan', None) is None else args.mask_plan
+  if plan:
+    res['subnetworks'] = {'joint_embedding': bool(args.tsne_joint), 'nets': {}}
+  for i, ms in plan.items():
+    n = nets[i]
+    r, panels = masks.subnetwork_tsne(n, x, y, ms, ds.num_classes, seed=args.seed,
+                                      joint=args.tsne_joint, batch_size=args.batch_size)
+    res['subnetworks']['nets'][n.label] = r
+    how = 'one joint embedding' if args.tsne_joint else 'one embedding per panel'
+    fig = plots.scatter_panels(panels, y, share=args.tsne_joint,
+                               title=f'{n.label}: t-SNE of penultimate features of sub-networks '
+                               f"('1' block active; {how})")
+    figs += plots.save(fig, args.out, f'tsne_subnetworks_{i}')
+  return res, figs
 
 
 def attribution(nets, ds, args):
@@ -271,19 +344,25 @@ def curves(workdirs, args):
 def probe(nets, ds, args):
   import numpy as np
   from kdjax import data as data_lib
-  from kdjax.analysis import probe as probe_lib
-  target = data_lib.load({'name': args.probe_data})
+  from kdjax.analysis import plots, probe as probe_lib
   size = ds.image_shape[0]
-  res = {'probe_data': args.probe_data, 'image_size': size}
-  to01 = lambda a: probe_lib.resize(a.astype(np.float32) / 255.0, size)
-  xtr, xte = to01(target.train_images), to01(target.test_images)
+  # The real loader: TFDS (ArrayRecord), with STL-10's 96x96 -> size x size resampling done
+  # by kdjax.data (data.image_size, as a training run on 32x32 STL-10 would see it).
+  target = data_lib.load({'name': args.probe_data, 'data_dir': args.probe_data_dir,
+                          'path': args.probe_path, 'image_size': size})
+  xtr, xte = probe_lib.to_input(target.train_images, size), probe_lib.to_input(target.test_images, size)
   if xtr.shape[-1] != ds.image_shape[-1]:
     raise ValueError(f'{args.probe_data} has {xtr.shape[-1]} channels, the networks {ds.image_shape[-1]}.')
+  res = {'probe_data': args.probe_data, 'image_size': size, 'source_image_shape': list(target.image_shape),
+         'num_train': len(xtr), 'num_test': len(xte), 'steps': args.probe_steps, 'nets': {}}
   for n in nets:
     ftr, fte = probe_lib.penultimate(n, xtr, args.batch_size), probe_lib.penultimate(n, xte, args.batch_size)
-    res[n.label] = probe_lib.linear_probe(ftr, target.train_labels, fte, target.test_labels,
-                                          target.num_classes, steps=args.probe_steps, seed=args.seed)
-  return res, []
+    res['nets'][n.label] = probe_lib.linear_probe(ftr, target.train_labels, fte, target.test_labels,
+                                                  target.num_classes, steps=args.probe_steps, seed=args.seed)
+  vals = {l: {'test top-1': r['top1'], 'train top-1': r['train_top1']} for l, r in res['nets'].items()}
+  fig = plots.bars(vals, ylabel='top-1', title=f'Linear probe on frozen pooled features: {args.probe_data} '
+                   f'({size}x{size}, {len(xtr)} train / {len(xte)} test images)')
+  return res, plots.save(fig, args.out, f'probe_{args.probe_data}')
 
 
 def run(args) -> int:
@@ -299,6 +378,8 @@ def run(args) -> int:
     else:
       if nets is None:
         nets, ds = runs.load_many(args.workdirs)
+        if 'tsne' in what:  # mask errors (lengths, survival) before anything compiles
+          args.mask_plan = mask_plan(nets, args)
       res, figs = globals()[w](nets, ds, args)
     sec = time.time() - t0
     res = {'seconds': sec, 'cpu_seconds': time.process_time() - c0, **res}

@@ -19,6 +19,10 @@ without biases and with eps -> 0 every layer's relevance sums to f_c(x)
 (conservation). The map is the input relevance summed over colour channels,
 taken on the normalised input that the first conv sees.
 
+A stochastic-depth network (Self-Guidance) is explained as it is deployed: the
+survival probability p_l of block l scales its branch, folded into the branch's
+last conv (w' = p_l w, b' = p_l b), so the rules above apply unchanged.
+
 For IE-KD's inheritance / exploration maps, `channels` keeps the relevance of
 those last_map channels only and propagates it to the input.
 """
@@ -58,8 +62,12 @@ def _eps_rule(f, a, r, eps):
   return a * vjp(r / _stab(z, eps))[0]
 
 
-def _layers(model, variables):
-  """Folded (w, b, stride) of the stem and of every block's convs / shortcut."""
+def _layers(model, variables, scales=None):
+  """Folded (w, b, stride) of the stem and of every block's convs / shortcut.
+
+  scales: optional per-block branch scales [num_blocks], folded into each
+  branch's last conv (the block computes shortcut + s_l * branch).
+  """
   if getattr(model, 'imagenet_stem', True) or not hasattr(model, 'stage_sizes'):
     raise ValueError(f'LRP is implemented for the CIFAR ResNets (resnet*, resnet*x4, '
                      f'resnet*_cifar); got {type(model).__name__}. Use gradient_x_input instead.')
@@ -75,6 +83,10 @@ def _layers(model, variables):
       stride = 2 if (k > 0 and i == 0) else 1
       branch = [fold_bn(bp[c]['kernel'], bp['bn' + c[-1]], bs['bn' + c[-1]]) +
                 (stride if c == stride_conv else 1,) for c in convs]
+      if scales is not None:
+        w, b, st = branch[-1]
+        sl = scales[len(blocks)]
+        branch[-1] = (w * sl, b * sl, st)
       short = None
       if 'shortcut_conv' in bp:
         short = fold_bn(bp['shortcut_conv']['kernel'], bp['shortcut_bn'], bs['shortcut_bn']) + (stride,)
@@ -83,9 +95,10 @@ def _layers(model, variables):
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
-def folded_forward(model, variables, xn):
-  """Logits of the BN-folded network on normalised input (equals model.apply in eval mode)."""
-  stem, blocks, (wh, bh) = _layers(model, variables)
+def folded_forward(model, variables, xn, scales=None):
+  """Logits of the BN-folded network on normalised input (equals model.apply in eval mode,
+  with branch_scale=scales)."""
+  stem, blocks, (wh, bh) = _layers(model, variables, scales)
   h = jax.nn.relu(_conv(xn, *stem))
   for branch, short in blocks:
     y = h
@@ -98,8 +111,8 @@ def folded_forward(model, variables, xn):
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'eps'))
-def _lrp(model, variables, xn, target, eps, mask):
-  stem, blocks, (wh, bh) = _layers(model, variables)
+def _lrp(model, variables, xn, target, eps, mask, scales):
+  stem, blocks, (wh, bh) = _layers(model, variables, scales)
   acts = [xn]
   h = jax.nn.relu(_conv(xn, *stem))
   saved = []
@@ -151,14 +164,17 @@ def lrp(net, x01, target=None, *, eps: float = 1e-6, channels: Sequence[int] | N
       last_map, each block input from the last to the first, input).
   """
   xn = net.normalize(jnp.asarray(x01))
+  scales = getattr(net, 'survival', None)  # stochastic depth: the deployed (expected) network
+  scales = None if scales is None else jnp.asarray(scales, jnp.float32)
   if target is None:
-    target = folded_forward(net.model, net.variables, xn).argmax(-1)
+    target = folded_forward(net.model, net.variables, xn, scales).argmax(-1)
   c = net.variables['params']['head']['kernel'].shape[0]
   mask = np.ones(c, np.float32)
   if channels is not None:
     mask = np.zeros(c, np.float32)
     mask[np.asarray(channels, np.int64)] = 1.0
-  r, sums = _lrp(net.model, net.variables, xn, jnp.asarray(target), float(eps), jnp.asarray(mask))
+  r, sums = _lrp(net.model, net.variables, xn, jnp.asarray(target), float(eps), jnp.asarray(mask),
+                 scales)
   maps = np.asarray(r.sum(-1))
   return (maps, np.asarray(sums)) if return_sums else maps
 

@@ -87,11 +87,12 @@ def bars(values: dict, *, ylabel: str, title: str):
   return fig
 
 
-def scatter_panels(points: dict, labels, *, title: str):
-  """One 2-D scatter panel per entry {name: [N, 2]}, coloured by class label."""
+def scatter_panels(points: dict, labels, *, title: str, share: bool = False):
+  """One 2-D scatter panel per entry {name: [N, 2]}, coloured by class label; share: same axes."""
   plt = _plt()
   n = len(points)
-  fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+  fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False, sharex=share, sharey=share,
+                           layout='constrained')  # room for the suptitle above two-line titles
   for ax, (name, p) in zip(axes[0], points.items()):
     ax.scatter(p[:, 0], p[:, 1], c=labels, cmap='tab10' if np.max(labels) < 10 else 'tab20', s=3)
     ax.set_title(name, fontsize=8)

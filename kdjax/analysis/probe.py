@@ -3,14 +3,28 @@
 Synopsis:
   res = linear_probe(f_train, y_train, f_test, y_test, num_classes)   # {'top1', ...}
   f = penultimate(net, x01)                                            # [N, D] 'pooled'
+  kdjax analyze probe STUDENT_DIR --probe_data stl10 [--probe_data_dir DIR]
 
-SRRL (Yang et al. 2021) Table 4, following CRD (Tian et al. 2020): freeze the
-student trained on CIFAR-100, train a linear classifier on its penultimate
-features of another dataset (STL-10 downsampled to 32x32, or CIFAR-10), and
-report top-1 on that dataset's test split. The features are standardised with
-the training split's per-dimension mean and std; the classifier is multinomial
-logistic regression trained by full-batch-per-step Adam with weight decay (a
-convex problem: the optimiser only changes how fast it converges).
+SRRL (Yang et al. 2021) Table 4, following CRD (Tian et al. 2020, Sec. 4.2
+"Transferability of representations"): freeze the student trained on
+CIFAR-100, train a linear classifier on its penultimate features (the pooled
+vector before the logits) of another dataset, and report top-1 on that
+dataset's test split.
+
+Splits, as CRD describes them: STL-10's 5,000 labelled 'train' images train the
+probe and its 8,000 'test' images test it (the 100,000-image 'unlabelled' split
+is not used); all images downsampled to 32x32 (`kdjax.data` with image_size 32:
+PIL bilinear with antialiasing). CIFAR-10: 'train' (50,000) / 'test' (10,000).
+The images go through the frozen network exactly as its own test images do
+(x / 255, then the training set's mean / std inside `Net`), no augmentation.
+
+The classifier: CRD does not publish its probe's optimiser or schedule (its
+code release has no probe; the question is open on the RepDistiller tracker),
+so kdjax fits multinomial logistic regression, the convex problem a linear
+probe is, on features standardised with the training split's per-dimension
+mean and std: AdamW (lr 1e-2, weight decay 1e-4), `steps` steps of 256 examples
+drawn with replacement. The optimiser changes how fast it converges, not the
+optimum it approaches.
 """
 
 from __future__ import annotations
@@ -27,6 +41,11 @@ def penultimate(net, x01, batch_size: int = 500, feature: str = 'pooled') -> np.
   """The frozen network's `feature` (default the pooled penultimate vector) for every image."""
   out = [np.asarray(net(x01[i:i + batch_size])[1][feature]) for i in range(0, len(x01), batch_size)]
   return np.concatenate(out).reshape(len(x01), -1)
+
+
+def to_input(images_uint8, size: int) -> np.ndarray:
+  """uint8 [N, H, W, C] -> float32 [N, size, size, C] in [0, 1] (`resize` if H, W differ)."""
+  return resize(np.asarray(images_uint8, np.float32) / 255.0, size)
 
 
 def resize(x01, size: int):

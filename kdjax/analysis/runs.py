@@ -51,6 +51,11 @@ class Net:
     variables: {'params', 'batch_stats'}.
     mean, std: per-channel normalisation of x01.
     ie: the IE-KD channel split of this network, or None.
+    survival: per-block stochastic-depth survival probabilities p_l of a run
+      trained with stochastic depth (Self-Guidance, stochastic_depth), else None.
+      The deployed network is then the expected one (branch l scaled by p_l), as
+      `kdjax eval` evaluates it, and every analysis sees that network.
+    num_blocks: residual blocks of the model (`model.spec().num_blocks`; 0: none).
   """
   label: str
   arch: str
@@ -60,6 +65,8 @@ class Net:
   std: np.ndarray
   workdir: str = ''
   ie: IESplit | None = None
+  survival: np.ndarray | None = None
+  num_blocks: int = 0
 
   def __post_init__(self):
     self._fn = jax.jit(self.apply)
@@ -67,9 +74,17 @@ class Net:
   def normalize(self, x01):
     return (x01 - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
 
-  def apply(self, variables, x01):
-    """Pure: (logits, features) of pixel-space images in eval mode."""
-    return self.model.apply(variables, self.normalize(x01), train=False)
+  def apply(self, variables, x01, branch_scale=None):
+    """Pure: (logits, features) of pixel-space images in eval mode.
+
+    branch_scale: per-block residual-branch scales [num_blocks] (a sub-network
+    mask, `kdjax.analysis.masks`); None: the deployed network (the survival
+    probabilities with stochastic depth, else no scaling).
+    """
+    if branch_scale is None and self.survival is not None:
+      branch_scale = self.survival
+    kw = {} if branch_scale is None else {'branch_scale': jnp.asarray(branch_scale, jnp.float32)}
+    return self.model.apply(variables, self.normalize(x01), train=False, **kw)
 
   def logits_fn(self, variables=None):
     """x01 -> logits, closing over `variables` (default: the trained ones)."""
@@ -119,11 +134,14 @@ def load(workdir: str):
     for i, arch in enumerate(cfg.model.cohort):
       key = f'member{i}'
       v = {'params': params[key], 'batch_stats': stats.get(key, {})}
-      nets.append(Net(f'{label}/{key}', arch, models.create(arch, ds.num_classes, **kwargs), v,
-                      mean, std, workdir, splits.get(i)))
+      m = models.create(arch, ds.num_classes, **kwargs)
+      nets.append(Net(f'{label}/{key}', arch, m, v, mean, std, workdir, splits.get(i),
+                      num_blocks=int(m.spec().num_blocks)))
     return nets, ds
   v = {'params': params, 'batch_stats': stats}
-  return [Net(label, cfg.model.name, setup.student, v, mean, std, workdir, splits.get(0))], ds
+  survival = None if setup.survival is None else np.asarray(setup.survival, np.float32)
+  return [Net(label, cfg.model.name, setup.student, v, mean, std, workdir, splits.get(0), survival,
+              int(setup.student.spec().num_blocks))], ds
 
 
 def load_many(workdirs):

@@ -32,6 +32,10 @@ def feature_loss_grads(net, x, y, stage: int, variables=None):
   if not hasattr(net.model, 'forward_from'):
     raise ValueError(f'{net.arch} has no forward_from; active neurons are available for the '
                      'CIFAR ResNets (resnet*, resnet*_cifar) and WRNs.')
+  if getattr(net, 'survival', None) is not None:
+    raise ValueError(f'{net.label}: active neurons of a stochastic-depth network are not '
+                     'available: forward_from runs the rest of the network without the survival '
+                     'scaling of the deployed network.')
   v = net.variables if variables is None else variables
 
   @jax.jit

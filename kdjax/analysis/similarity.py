@@ -6,6 +6,7 @@ Synopsis:
   feature_distance(h_t, h_s)                             mean_i ||h_T,i - h_S,i||^2
   kmeans_nmi(h, labels, seed=0)                          NMI of k-means clusters
   tsne(h, seed=0)                                        2-D embedding
+  tsne_joint([h1, h2, ...], seed=0)                      one embedding of several sets
 
 CKA (Kornblith et al. 2019, "Similarity of neural network representations
 revisited") is used by IE-KD (Huang et al. 2021, Figure 4(a), Table 6(a))
@@ -119,3 +120,17 @@ def tsne(h, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
   h = np.asarray(h, np.float64).reshape(len(h), -1)
   perplexity = min(perplexity, max(1.0, (len(h) - 1) / 3))
   return TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(h)
+
+
+def tsne_joint(hs, seed: int = 0, perplexity: float = 30.0) -> list[np.ndarray]:
+  """One t-SNE of the row-stacked feature sets hs[i] [N_i, D], split back into [N_i, 2] each.
+
+  Every set lives in the same embedding, so positions are comparable across
+  panels (separate `tsne` calls are each defined only up to rotation / scale).
+  """
+  hs = [np.asarray(h, np.float64).reshape(len(h), -1) for h in hs]
+  dims = {h.shape[1] for h in hs}
+  if len(dims) != 1:
+    raise ValueError(f'a joint t-SNE needs features of one dimension, got {sorted(dims)}.')
+  pts = tsne(np.concatenate(hs), seed, perplexity)
+  return np.split(pts, np.cumsum([len(h) for h in hs])[:-1])

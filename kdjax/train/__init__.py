@@ -1,4 +1,4 @@
-"""Training: one generic step (`step`), its loop (`loop`), checkpoints, metrics."""
+"""Training: one generic step (`step`), the driver that runs it (`driver`, via `loop`), checkpoints."""
 
 
 def __getattr__(name):
