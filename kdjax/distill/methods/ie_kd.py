@@ -1,4 +1,4 @@
-"""IE-KD (Huang et al. 2021) registrations: `ie_kd` (+ `ie_ft`, `ie_at`, `ie_od`) and `ie_dml`.
+"""IE-KD (Huang et al. 2021) registrations: `ie_kd` (+ `ie_ft`, `ie_at`, `ie_od`).
 
 Synopsis:
   Two-stage IE-KD (one term name, two phases; the aux variables carry over):
@@ -21,18 +21,7 @@ Synopsis:
   inherit_weight * L_inh + explore_weight * L_exp against the teacher factor
   (the frozen encoder, BN in eval mode as the official code).
 
-  IE-DML (`ie_dml`): a cohort of two networks; one term per member with an
-  online auto-encoder over its *peer's* features (trained with
-  rec_weight * L_rec, 0.8) and the two encoders of its own split:
-
-      model.cohort = ('resnet32', 'resnet110')
-      distill.ce_weight = 0.0                      # each term adds its member's CE
-      distill.terms = {'ie_m0': dict(method='ie_dml', member=0, peer=1),
-                       'ie_m1': dict(method='ie_dml', member=1, peer=0)}
-
-  Term `ie_m0` holds member 1's auto-encoder; its reconstruction loss is part
-  of member 1's objective (eq. 6: L_rec2), and by default its gradient also
-  reaches member 1's backbone (`rec_backbone_grad`).
+  IE-DML (`ie_dml`, the online cohort variant) is in `ie_dml.py`.
 
 Defaults (the IE-KD paper + official code): variant 'ft', metric l1 (l2 for 'od'),
 inherit_ratio 0.5, inherit_weight = explore_weight = 50, factor_ratio 2,
@@ -58,7 +47,6 @@ official `_factor_transfer`.
 
 from __future__ import annotations
 
-import dataclasses
 
 import chex
 import flax.linen as nn
@@ -68,7 +56,6 @@ import optax
 
 from kdjax import losses
 from kdjax.distill import modules
-from kdjax.distill import checks
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 
@@ -321,7 +308,7 @@ def _check_options(method, variant, metric, exp_metric, rec_norm, split, factor_
   return metric, exp_metric
 
 
-def _ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: str, online: bool,
+def ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: str, online: bool,
              s_key: str, t_key: str, variant: str, metric, exp_metric, inherit_ratio: float,
              inherit_weight: float, explore_weight: float, rec_weight: float, rec_norm: str,
              factor_ratio: int, split: str, ae_train_mode: bool, rec_backbone_grad: bool,
@@ -434,7 +421,7 @@ def build_ie_kd(info: BuildInfo, *, weight: float = 1.0, phase: str = 'distill',
   (Table 5's eta; 0 or 1 drops a part). The AE's BN runs in eval mode in
   the 'distill' phase (official) unless ae_train_mode.
   """
-  return _ie_term(info, name='ie', method='ie_kd', weight=weight, phase=phase, online=False,
+  return ie_term(info, name='ie', method='ie_kd', weight=weight, phase=phase, online=False,
                   s_key=student_feature, t_key=teacher_feature, variant=variant, metric=metric,
                   exp_metric=exp_metric, inherit_ratio=inherit_ratio,
                   inherit_weight=inherit_weight, explore_weight=explore_weight, rec_weight=0.0,
@@ -450,7 +437,7 @@ def _variant_builder(variant: str):
             teacher_feature: str = 'last_map', factor_ratio: int = 2, rec_norm: str = 'l1',
             split: str = 'random', ae_train_mode: bool = False,
             leaky_input: bool = True) -> Term:
-    return _ie_term(info, name='ie', method=f'ie_{variant}', weight=weight, phase=phase,
+    return ie_term(info, name='ie', method=f'ie_{variant}', weight=weight, phase=phase,
                     online=False, s_key=student_feature, t_key=teacher_feature, variant=variant,
                     metric=metric, exp_metric=exp_metric, inherit_ratio=inherit_ratio,
                     inherit_weight=inherit_weight, explore_weight=explore_weight,
@@ -471,46 +458,3 @@ build_ie_at = register_method('ie_at', family='features', paper='IE-KD (Huang et
 
 build_ie_od = register_method('ie_od', family='features', paper='IE-KD (Huang et al. 2021): IE-OD')(
     _variant_builder('od'))
-
-
-@register_method('ie_dml', family='online', paper='Huang et al. 2021, IE-KD '
-                 'Sec. 3.3: IE-DML')
-def build_ie_dml(info: BuildInfo, *, weight: float = 1.0, member: int = 0, peer: int = 1,
-                 feature: str = 'last_map', peer_feature: str | None = None,
-                 variant: str = 'ft', metric: str | None = None, exp_metric: str | None = None,
-                 inherit_ratio: float = 0.5, inherit_weight: float = 50.0,
-                 explore_weight: float = 50.0, rec_weight: float = 0.8, rec_norm: str = 'l1',
-                 factor_ratio: int = 2, split: str = 'random', rec_backbone_grad: bool = True,
-                 leaky_input: bool = True, include_ce: bool = True, alternate: bool = True) -> Term:
-  """IE-DML: member `member` inherits from / explores against member `peer` of a cohort.
-
-  The term owns an auto-encoder trained online on the peer's map
-  (rec_weight * L_rec) and the member's two split encoders. Use one term per
-  member. With `alternate` (default) the members are updated one after another
-  as in DML, member i with its own term's modules (the term declares the update
-  groups). The term also computes the member's CE (include_ce, as `dml`): set
-  ce_weight 0.
-  """
-  if member == peer:
-    raise ValueError(f'ie_dml: member and peer must differ, got {member}.')
-  s_key = f'member{member}/{feature}'
-  t_key = f'member{peer}/{peer_feature or feature}'
-  for k in (s_key, t_key):
-    if k not in info.student_shapes:
-      raise ValueError(f'ie_dml: student feature {k!r} does not exist; IE-DML needs '
-                       f'config.model.cohort with at least {max(member, peer) + 1} members '
-                       f'(features look like "member0/last_map").')
-  term = _ie_term(info, name=f'ie_m{member}', method='ie_dml', weight=weight, phase='distill',
-                  online=True, s_key=s_key, t_key=t_key, variant=variant, metric=metric,
-                  exp_metric=exp_metric, inherit_ratio=inherit_ratio,
-                  inherit_weight=inherit_weight, explore_weight=explore_weight,
-                  rec_weight=rec_weight, rec_norm=rec_norm, factor_ratio=factor_ratio,
-                  split=split, ae_train_mode=True, rec_backbone_grad=rec_backbone_grad,
-                  leaky_input=leaky_input,
-                  ce_key=f'member{member}/logits' if include_ce else None)
-  if not alternate:
-    return term
-  groups = {f'member{i}': (f'^student/member{i}/',)
-            for i in range(checks.count_features(info, 'member{}/logits'))}
-  groups[f'member{member}'] += ('^aux/{term}/',)
-  return dataclasses.replace(term, needs=dataclasses.replace(term.needs, update_groups=groups))
