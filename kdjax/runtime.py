@@ -52,6 +52,20 @@ def initialize() -> bool:
   return True
 
 
+def fold_teacher_bn() -> bool:
+  """Whether the frozen teacher runs with its eval-mode BatchNorm folded into its convs.
+
+  On by default on CPU backends, where it makes the KD step faster
+  (`kdjax.models.fold`, `benchmarks/README.md`); KDJAX_CPU_FOLD_TEACHER_BN=0 turns it
+  off. Accelerators keep the plain teacher: XLA already fuses BN into the conv there.
+  The teacher's outputs change only by float32 rounding (tests/test_fold.py).
+  """
+  if os.environ.get('KDJAX_CPU_FOLD_TEACHER_BN', '1') == '0':
+    return False
+  import jax
+  return jax.default_backend() == 'cpu'
+
+
 def main(argv=None) -> int:
   initialize()
   from kdjax import main as cli
