@@ -7,8 +7,8 @@ resnet32x4 -> resnet8x4, CIFAR-100 shapes (32x32x3, 100 classes), synthetic
 data, batch 64: kdjax's compiled step (`kdjax bench`'s, from
 configs/examples/kd.py, resnet32x4 -> resnet8x4, with a random teacher) and
 torch_rd_step.TorchKDStep in PyTorch's default layout (NCHW) and channels_last.
-On CPU kdjax's teacher runs with its BN folded (the default there); `--unfolded`
-adds kdjax with the plain teacher.
+`--folded` adds kdjax with the teacher's eval-mode BN folded into its convs
+(the opt-in KDJAX_CPU_FOLD_TEACHER_BN=1).
 Each round times `--steps` steps of every contestant in turn, so load from
 other processes hits all of them alike; the figure per contestant is the
 median step time over all rounds. Prints images/s and kdjax / PyTorch ratios.
@@ -33,11 +33,11 @@ class NotAvailable(Exception):
 
 
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,
-                     fold_teacher_bn: bool = True):
+                     fold_teacher_bn: bool = False):
   """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant.
 
-  fold_teacher_bn=False builds the step with the plain (unfolded) teacher, which
-  is what runs on accelerators (KDJAX_CPU_FOLD_TEACHER_BN=0 during the build).
+  fold_teacher_bn=True builds the step with the teacher's eval-mode BN folded into
+  its convs (KDJAX_CPU_FOLD_TEACHER_BN=1 during the build; off by default).
   """
   from kdjax import bench
   from kdjax import config as config_lib
@@ -80,8 +80,8 @@ def main() -> int:
   ap.add_argument('--bf16', action='store_true', help='also kdjax with model.dtype=bfloat16')
   ap.add_argument('--seeds', type=int, default=0, help='also kdjax with N vmapped seeds')
   ap.add_argument('--no_torch', action='store_true', help='kdjax variants only')
-  ap.add_argument('--unfolded', action='store_true',
-                  help='also kdjax with the plain teacher (BN not folded: the accelerator program)')
+  ap.add_argument('--folded', action='store_true',
+                  help='also kdjax with the teacher BN folded into its convs (KDJAX_CPU_FOLD_TEACHER_BN=1)')
   a = ap.parse_args()
 
   import jax
@@ -104,8 +104,8 @@ def main() -> int:
     extra.append(('kdjax bf16', dict(dtype='bfloat16')))
   if a.seeds > 1:
     extra.append((f'kdjax {a.seeds} seeds', dict(seeds=a.seeds)))
-  if a.unfolded:
-    extra.append(('kdjax unfolded teacher', dict(fold_teacher_bn=False)))
+  if a.folded:
+    extra.append(('kdjax folded teacher', dict(fold_teacher_bn=True)))
   for name, kw in extra:
     try:
       p, n = kdjax_contestant(a.batch, **kw)

@@ -3,9 +3,9 @@
 Runs without the dataset and, when the config's teacher checkpoint does not
 exist, with a randomly initialised teacher of `teacher.arch` (timing does not
 depend on the weights). Reports compile time, median step time, images/s and
-the teacher forward's share of the step (on CPU the teacher runs with its
-eval-mode BN folded into its convs, as in training). The last line is
-machine-readable.
+the teacher forward's share of the step (with KDJAX_CPU_FOLD_TEACHER_BN=1 on
+CPU, of the teacher with its eval-mode BN folded, as training then runs it).
+The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class PreparedStep:
 
 
 def _folded(setup) -> bool:
-  """Whether the step's teacher runs with its BN folded (kdjax.models.fold; CPU default)."""
+  """Whether the step's teacher runs with its BN folded (kdjax.models.fold; opt-in on CPU)."""
   return setup.teacher is not None and isinstance(setup.teacher.model, fold.BatchNormFolded)
 
 
@@ -164,7 +164,7 @@ def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '')
     res = rows['kd']
   else:
     res = time_step(cfg, steps, teacher_arch)
-  folded = (' (BN folded into its convs; KDJAX_CPU_FOLD_TEACHER_BN=0 for the plain teacher)'
+  folded = (' (BN folded into its convs: KDJAX_CPU_FOLD_TEACHER_BN=1)'
             if res['teacher_bn_folded'] else '')
   print(f'compile {res["compile_s"]:.2f} s, median step {res["step_ms"]:.2f} ms over {steps} steps, '
         f'teacher forward{folded} {100 * res["teacher_share"]:.1f}% of a step', flush=True)

@@ -91,6 +91,6 @@ def test_conv_output_used_elsewhere_is_not_folded():
 
 def test_fold_switch(monkeypatch):
   monkeypatch.delenv('KDJAX_CPU_FOLD_TEACHER_BN', raising=False)
+  assert not runtime.fold_teacher_bn()  # off by default (no measured gain)
+  monkeypatch.setenv('KDJAX_CPU_FOLD_TEACHER_BN', '1')
   assert runtime.fold_teacher_bn() == (jax.default_backend() == 'cpu')
-  monkeypatch.setenv('KDJAX_CPU_FOLD_TEACHER_BN', '0')
-  assert not runtime.fold_teacher_bn()

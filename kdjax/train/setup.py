@@ -238,7 +238,7 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None,
   else:
     student = models.create(cfg.model.name, dataset.num_classes, **kwargs)
   teacher = teacher if teacher is not None else load_teacher(cfg, dataset)
-  if teacher is not None and runtime.fold_teacher_bn():  # CPU: faster, same outputs to 1e-6
+  if teacher is not None and runtime.fold_teacher_bn():  # opt-in (CPU): same outputs to 1e-6
     teacher = dataclasses.replace(teacher, model=fold.BatchNormFolded(teacher.model))
 
   n_dev = jax.device_count()
