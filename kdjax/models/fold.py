@@ -3,20 +3,21 @@
 Synopsis:
   folded = BatchNormFolded(model)          # same apply / spec / attributes as `model`
   folded.apply(variables, x, train=False)  # == model.apply(...) up to float32 rounding
-  conv_bn_pairs(model, variables, x)       # {conv path: bn path} that fold
+  conv_bn_pairs(model, variables, x)       # {conv path: (bn path, eps)} that fold
 
 An eval-mode BatchNorm after a convolution is a per-channel affine map,
     bn(conv(x, W) + c) = (conv(x, W) + c - mu) * a + beta,   a = gamma / sqrt(var + eps),
 so it equals conv(x, W * a) + (c * a + beta - mu * a) with the kernel scaled along
 its output channels (the usual inference-time fold, e.g. Jacob et al. 2018, Sec. 3.2).
 The folded forward runs one convolution and one bias add where the plain one runs
-the convolution, a subtraction and a multiply-add per element; on a CPU it also lets
-XLA hand the bias add (and the ReLU) to the convolution library, which cuts the
-teacher's element-wise passes roughly in half (kdjax's frozen teacher forward is over
-half of a KD step there; `benchmarks/README.md`).
+the convolution, a subtraction and a multiply-add per element (the number of
+element-wise passes stays the same: XLA fuses either form after the conv). On the
+2-core CPU of `benchmarks/README.md` that made no measurable difference to the KD
+step, so training uses it only on request (`KDJAX_CPU_FOLD_TEACHER_BN=1`, see
+`kdjax.runtime.fold_teacher_bn`).
 
 The wrapper keeps the *original* variables: the scaled kernels and biases are computed
-inside each call from the BN statistics (31 per-channel multiplies for resnet32x4,
+inside each call from the BN statistics (34 per-channel kernel multiplies for resnet32x4,
 negligible next to the convolutions), so anything that reads the teacher's BN
 statistics (OFD's margins) or parameters sees them unchanged. Only
 `apply(..., train=False)` without `mutable` folds; `train=True` (teacher BN on
@@ -29,8 +30,6 @@ dtype are not folded (the scale would be applied before the low-precision roundi
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import flax.linen as nn
 import jax
