@@ -7,6 +7,8 @@ resnet32x4 -> resnet8x4, CIFAR-100 shapes (32x32x3, 100 classes), synthetic
 data, batch 64: kdjax's compiled step (`kdjax bench`'s, from
 configs/examples/kd.py, resnet32x4 -> resnet8x4, with a random teacher) and
 torch_rd_step.TorchKDStep in PyTorch's default layout (NCHW) and channels_last.
+`--folded` adds kdjax with the teacher's eval-mode BN folded into its convs
+(the opt-in KDJAX_CPU_FOLD_TEACHER_BN=1).
 Each round times `--steps` steps of every contestant in turn, so load from
 other processes hits all of them alike; the figure per contestant is the
 median step time over all rounds. Prints images/s and kdjax / PyTorch ratios.
@@ -30,8 +32,13 @@ class NotAvailable(Exception):
   pass
 
 
-def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1):
-  """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant."""
+def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,
+                     fold_teacher_bn: bool = False):
+  """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant.
+
+  fold_teacher_bn=True builds the step with the teacher's eval-mode BN folded into
+  its convs (KDJAX_CPU_FOLD_TEACHER_BN=1 during the build; off by default).
+  """
   from kdjax import bench
   from kdjax import config as config_lib
   cfg = config_lib.load(os.path.join(os.path.dirname(HERE), 'configs', 'examples', 'kd.py'))
@@ -48,7 +55,15 @@ def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', s
     if 'dtype' not in cfg.model:
       raise NotAvailable('this kdjax has no config.model.dtype (mixed precision)')
     cfg.model.dtype = dtype
-  prep = bench.PreparedStep(cfg)
+  old = os.environ.get('KDJAX_CPU_FOLD_TEACHER_BN')
+  os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = '1' if fold_teacher_bn else '0'
+  try:
+    prep = bench.PreparedStep(cfg)
+  finally:
+    if old is None:
+      del os.environ['KDJAX_CPU_FOLD_TEACHER_BN']
+    else:
+      os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = old
   return prep, prep.batch_size * prep.steps_per_call * seeds
 
 
@@ -65,6 +80,8 @@ def main() -> int:
   ap.add_argument('--bf16', action='store_true', help='also kdjax with model.dtype=bfloat16')
   ap.add_argument('--seeds', type=int, default=0, help='also kdjax with N vmapped seeds')
   ap.add_argument('--no_torch', action='store_true', help='kdjax variants only')
+  ap.add_argument('--folded', action='store_true',
+                  help='also kdjax with the teacher BN folded into its convs (KDJAX_CPU_FOLD_TEACHER_BN=1)')
   a = ap.parse_args()
 
   import jax
@@ -77,8 +94,9 @@ def main() -> int:
   t0 = time.perf_counter()
   prep, images = kdjax_contestant(a.batch)
   contestants['kdjax'] = (prep, images)
-  print(f'kdjax: compiled in {prep.compile_s:.1f} s on {jax.device_count()} x {jax.devices()[0].device_kind}',
-        flush=True)
+  folded = type(prep.setup.teacher.model).__name__ == 'BatchNormFolded'
+  print(f'kdjax: compiled in {prep.compile_s:.1f} s on {jax.device_count()} x {jax.devices()[0].device_kind}'
+        f' (teacher BN folded: {folded})', flush=True)
   extra = []
   if a.scan > 1:
     extra.append((f'kdjax scan {a.scan}', dict(steps_per_dispatch=a.scan)))
@@ -86,6 +104,8 @@ def main() -> int:
     extra.append(('kdjax bf16', dict(dtype='bfloat16')))
   if a.seeds > 1:
     extra.append((f'kdjax {a.seeds} seeds', dict(seeds=a.seeds)))
+  if a.folded:
+    extra.append(('kdjax folded teacher', dict(fold_teacher_bn=True)))
   for name, kw in extra:
     try:
       p, n = kdjax_contestant(a.batch, **kw)

@@ -3,7 +3,9 @@
 Runs without the dataset and, when the config's teacher checkpoint does not
 exist, with a randomly initialised teacher of `teacher.arch` (timing does not
 depend on the weights). Reports compile time, median step time, images/s and
-the teacher forward's share of the step. The last line is machine-readable.
+the teacher forward's share of the step (with KDJAX_CPU_FOLD_TEACHER_BN=1 on
+CPU, of the teacher with its eval-mode BN folded, as training then runs it).
+The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from kdjax import data as data_lib
 from kdjax import models
+from kdjax.models import fold
 from kdjax.train import inputs, loop, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
@@ -108,6 +111,11 @@ class PreparedStep:
     return lambda: jax.block_until_ready(tfn(self.tvars, x))
 
 
+def _folded(setup) -> bool:
+  """Whether the step's teacher runs with its BN folded (kdjax.models.fold; opt-in on CPU)."""
+  return setup.teacher is not None and isinstance(setup.teacher.model, fold.BatchNormFolded)
+
+
 def median_time(fn, steps: int) -> float:
   times = []
   for _ in range(steps):
@@ -122,7 +130,7 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
   bs = prep.batch_size
   step_s = median_time(prep, max(1, steps // prep.steps_per_call)) / prep.steps_per_call
   out = {'compile_s': prep.compile_s, 'step_ms': step_s * 1e3, 'images_per_sec': bs / step_s,
-         'teacher_share': 0.0}
+         'teacher_share': 0.0, 'teacher_bn_folded': _folded(prep.setup)}
   if prep.setup.teacher is not None:
     tfwd = prep.teacher_forward()
     tfwd()
@@ -156,7 +164,9 @@ def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '')
     res = rows['kd']
   else:
     res = time_step(cfg, steps, teacher_arch)
+  folded = (' (BN folded into its convs: KDJAX_CPU_FOLD_TEACHER_BN=1)'
+            if res['teacher_bn_folded'] else '')
   print(f'compile {res["compile_s"]:.2f} s, median step {res["step_ms"]:.2f} ms over {steps} steps, '
-        f'teacher forward {100 * res["teacher_share"]:.1f}% of a step', flush=True)
+        f'teacher forward{folded} {100 * res["teacher_share"]:.1f}% of a step', flush=True)
   print(f'images_per_sec={res["images_per_sec"]:.1f}', flush=True)
   return res

@@ -52,6 +52,21 @@ def initialize() -> bool:
   return True
 
 
+def fold_teacher_bn() -> bool:
+  """Whether the frozen teacher runs with its eval-mode BatchNorm folded into its convs.
+
+  Off unless KDJAX_CPU_FOLD_TEACHER_BN=1, and then only on a CPU backend
+  (`kdjax.models.fold`). On the 2-core CPU of `benchmarks/README.md` the fold
+  made no measurable difference to the KD step (within the noise of a shared
+  machine), so it is an opt-in for measuring it elsewhere; the teacher's outputs
+  change only by float32 rounding (tests/test_fold.py).
+  """
+  if os.environ.get('KDJAX_CPU_FOLD_TEACHER_BN', '0') != '1':
+    return False
+  import jax
+  return jax.default_backend() == 'cpu'
+
+
 def main(argv=None) -> int:
   initialize()
   from kdjax import main as cli

@@ -19,6 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from kdjax import config as config_lib
 from kdjax import data as data_lib
 from kdjax import models
+from kdjax import runtime
+from kdjax.models import fold
 from kdjax.distill import api as distill_api
 from kdjax.distill import methods as _methods  # noqa: F401  (registers every method)
 from kdjax.models.cohort import Cohort
@@ -236,6 +238,8 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None,
   else:
     student = models.create(cfg.model.name, dataset.num_classes, **kwargs)
   teacher = teacher if teacher is not None else load_teacher(cfg, dataset)
+  if teacher is not None and runtime.fold_teacher_bn():  # opt-in (CPU): same outputs to 1e-6
+    teacher = dataclasses.replace(teacher, model=fold.BatchNormFolded(teacher.model))
 
   n_dev = jax.device_count()
   for st in stages:
