@@ -241,6 +241,7 @@ def _parse(argv):
   return p.parse_args(argv)
 
 
+@pytest.mark.slow  # sklearn t-SNE twice plus the run: ~45 s on 2 cores
 def test_cli_masked_tsne_writes_json_and_figures(sg_run, tmp_path):
   d, _, net, ds = sg_run
   out = str(tmp_path / 'out')
