@@ -19,6 +19,7 @@ from kdjax import models
 from kdjax.distill import api
 from kdjax.distill import methods as _methods  # noqa: F401  (registers every method)
 from kdjax.models import common
+from kdjax.train import optim as optim_lib
 from kdjax.train import setup as setup_lib
 from kdjax.train import step as step_lib
 
@@ -92,9 +93,13 @@ def _digits():
 class _Built:
   """Student resnet8, a random resnet8 teacher, resolved terms, a fresh state (no config file)."""
 
-  def __init__(self, specs, *, ce_weight=1.0, teacher=True):
+  def __init__(self, specs, *, ce_weight=1.0, teacher=True, cohort=False):
     self.x, self.y = _digits()
     self.student = models.create('resnet8', CLASSES, bn_unbiased_running_var=True)
+    if cohort:  # DML / IE-DML: two resnet8 members
+      from kdjax.models.cohort import Cohort
+      self.student = Cohort((self.student, models.create('resnet8', CLASSES,
+                                                         bn_unbiased_running_var=True)))
     self.teacher = models.create('resnet8', CLASSES) if teacher else None
     ds = type('DS', (), {'image_shape': self.x.shape[1:]})
     v = self.student.init(jax.random.key(0), jnp.zeros((2,) + self.x.shape[1:]), train=False)
@@ -121,6 +126,12 @@ class _Built:
           aux_s[t.name] = aux
     params = {'student': v['params'], 'aux': aux_p}
     self.tx = optax.sgd(0.1, momentum=0.9)
+    groups = optim_lib.update_groups(step_lib.stage_needs(self.terms))
+    if len(groups) > 1:  # DML-style alternating updates: one optimizer state per group
+      optim = config_lib.ConfigDict(dict(name='sgd', weight_decay=0.0, momentum=0.9,
+                                         nesterov=False))
+      self.tx = optim_lib.make_tx(optim, optax.constant_schedule(0.1), params,
+                                  update_groups=groups)
     self.state = {'step': jnp.zeros((), jnp.int32), 'params': params,
                   'batch_stats': v['batch_stats'], 'aux_state': aux_s,
                   'opt': self.tx.init(params)}
@@ -154,15 +165,23 @@ def _close(a, b, rtol=1e-5, err_msg=''):
   np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(b)) + 1e-7, err_msg=err_msg)
 
 
-def _assert_same_step(built):
-  """One step on the masked batch equals one step on its valid rows: state and losses."""
+def _assert_same_step(built, scale=None):
+  """One step on the masked batch equals one step on its valid rows: state and losses.
+
+  `scale` {metric: magnitude}: the tolerance of a metric that is a difference of larger
+  parts (IE-KD's inheritance minus exploration) is relative to the parts.
+  """
   s_masked, m_masked = built.step(built.batch(PADDED, MASK))
   s_valid, m_valid = built.step(built.batch(VALID))
   close = _close
   for key in ('params', 'batch_stats', 'aux_state', 'opt'):
     jax.tree.map(close, s_masked[key], s_valid[key])
   for k, v in m_valid.items():
-    close(m_masked[k], v, err_msg=k)
+    if scale and k in scale:
+      np.testing.assert_allclose(m_masked[k], v, rtol=0, atol=1e-5 * float(scale[k](m_valid)),
+                                 err_msg=k)
+    else:
+      close(m_masked[k], v, err_msg=k)
   assert float(m_masked['valid_rows']) == B - K and 'valid_rows' not in m_valid
   return s_masked, m_masked
 
@@ -235,6 +254,61 @@ def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
   built = _Built([dict(method='sskd', phase=phase)], ce_weight=0.1 if phase == 'distill' else 0.0)
   _, m = _assert_same_step(built)
   assert np.isfinite(float(m['loss/sskd']))
+
+
+def test_dml_on_a_masked_batch_equals_the_valid_rows():
+  # Every member's CE and KL over the valid rows; two alternating updates (two passes each).
+  built = _Built([dict(method='dml', temperature=2.0)], ce_weight=0.0, teacher=False, cohort=True)
+  assert built.terms[0].masked
+  _, m = _assert_same_step(built)
+  assert all(np.isfinite(float(m[f'dml/{k}{i}'])) for k in ('ce', 'kl') for i in (0, 1))
+
+
+@pytest.mark.parametrize('phase', ['ae', 'distill'])
+def test_ie_kd_on_a_masked_batch_equals_the_valid_rows(phase):
+  # 'ae': the AE (train-mode BN) on the teacher map, student in eval mode; 'distill':
+  # both split encoders' BN, L1 inheritance and exploration over the valid rows.
+  built = _Built([dict(method='ie_kd', phase=phase)], ce_weight=0.0 if phase == 'ae' else 1.0)
+  assert built.terms[0].masked
+  parts = lambda m: 50 * (abs(m['ie/inh']) + abs(m['ie/exp']))  # 50 L_inh + 50 L_exp, L_exp < 0
+  _, m = _assert_same_step(built, scale={'loss/ie': parts} if phase == 'distill' else None)
+  assert np.isfinite(float(m['loss/ie']))
+
+
+def test_ie_dml_on_a_masked_batch_equals_the_valid_rows():
+  # Online AEs over each peer (reconstruction into the peer's backbone) and each member's CE.
+  specs = [dict(method='ie_dml', name='ie_m0', member=0, peer=1),
+           dict(method='ie_dml', name='ie_m1', member=1, peer=0)]
+  built = _Built(specs, ce_weight=0.0, teacher=False, cohort=True)
+  scale = {f'loss/ie_m{i}': (lambda m, i=i: m[f'ie_m{i}/ce'] + 0.8 * m[f'ie_m{i}/rec']
+                             + 50 * (abs(m[f'ie_m{i}/inh']) + abs(m[f'ie_m{i}/exp'])))
+           for i in (0, 1)}
+  scale['loss/total'] = lambda m: sum(scale[f'loss/ie_m{i}'](m) for i in (0, 1))
+  _, m = _assert_same_step(built, scale=scale)
+  assert np.isfinite(float(m['ie_m0/rec'])) and np.isfinite(float(m['ie_m1/exp']))
+
+
+def test_ie_kd_distances_with_a_mask_equal_those_of_the_valid_rows():
+  # Every inheritance/exploration metric (CKA included) and the reconstruction loss: a
+  # padded batch with mask equals the valid rows alone; padding rows are far off.
+  from kdjax.distill.methods import ie_kd
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(B, 2, 2, 3)).astype(np.float32)
+  b = rng.normal(size=(B, 2, 2, 3)).astype(np.float32)
+  a[B - K:] *= 40.0
+  mask = jnp.asarray(MASK, jnp.float32)
+  v = slice(0, B - K)
+  for metric in ie_kd.METRICS:
+    _close(ie_kd.factor_distance(a, b, metric, mask), ie_kd.factor_distance(a[v], b[v], metric),
+           err_msg=metric)
+    _close(ie_kd.exploration_distance(a, b, metric, mask),
+           ie_kd.exploration_distance(a[v], b[v], metric), err_msg=metric)
+  for norm in ('l1', 'l2'):
+    _close(ie_kd.reconstruction(a, b, norm, mask), ie_kd.reconstruction(a[v], b[v], norm))
+  # An all-ones mask is the unmasked value.
+  ones = jnp.ones((B,))
+  for metric in ie_kd.METRICS:
+    _close(ie_kd.factor_distance(a, b, metric, ones), ie_kd.factor_distance(a, b, metric))
 
 
 # ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ respect to member i is that of L_i. The term computes every member's CE: set
 ce_weight 0. With `alternate=True` (default, the paper's Alg. 1) the term
 declares one update group per member, updated one after another, each after a
 fresh forward pass; `alternate=False` updates all members at once (official TF).
+Every CE and KL is a mean of per-sample values, so on a masked batch
+(`data.drop_remainder=False`) the term averages them over the valid rows (`Term.masked`).
 
   c.model.cohort = ('resnet32', 'resnet32')
   c.distill.ce_weight = 0.0
@@ -23,21 +25,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, no_aux, register_method
+from kdjax.distill.methods import kd as kd_lib
 
 Array = jax.Array
 
 
-def _ce(logits: Array, labels: Array) -> Array:
-  """Mean softmax cross-entropy with integer labels."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+def _mean(values: Array, mask: Array | None) -> Array:
+  """Mean of per-sample values [N]; over the rows with mask 1 when a 0/1 mask [N] is given."""
+  if mask is None:
+    return jnp.mean(values)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _ce(logits: Array, labels: Array, mask: Array | None = None) -> Array:
+  """Mean softmax cross-entropy with integer labels (over the valid rows of `mask`)."""
+  return _mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                               labels), mask)
 
 
 def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: float = 1.0,
              tau_squared: bool = False, reduction: str = 'mean', kl_weight: float = 1.0,
-             include_ce: bool = True) -> tuple[Array, dict[str, Array]]:
+             include_ce: bool = True, mask: Array | None = None) -> tuple[Array, dict[str, Array]]:
   """Deep Mutual Learning (Zhang et al. 2018), summed over the cohort.
 
   For member i: L_i = CE_i + kl_weight * c * sum_{j != i} KL(p_j || p_i), with
@@ -57,6 +67,7 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
     reduction: 'mean' over the M - 1 peers, or 'sum'.
     kl_weight: multiplier of the mimicry term.
     include_ce: add each member's CE (then the config's ce_weight should be 0).
+    mask: optional 0/1 [N]: every mean over the batch is taken over the rows with mask 1.
 
   Returns:
     (scalar, metrics with 'ce{i}' and 'kl{i}').
@@ -68,16 +79,16 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
     raise ValueError(f"dml_loss: reduction must be 'mean' or 'sum', got {reduction!r}.")
   chex.assert_rank(list(member_logits), 2)
   chex.assert_equal_shape(list(member_logits))
-  # `kd` is tau^2 * KL(p_j || p_i) (batchmean) with p_j stopped; undo tau^2 unless asked.
+  # `kd_per_sample` is tau^2 * KL_n(p_j || p_i) with p_j stopped; undo tau^2 unless asked.
   scale = (1.0 / (m - 1) if reduction == 'mean' else 1.0) / (1.0 if tau_squared else temperature ** 2)
   total, metrics = jnp.zeros(()), {}
   for i, zi in enumerate(member_logits):
-    kl = scale * sum(losses.kd(zi, zj, temperature=temperature)
+    kl = scale * sum(_mean(kd_lib.kd_per_sample(zi, zj, temperature=temperature), mask)
                      for j, zj in enumerate(member_logits) if j != i)
     metrics[f'kl{i}'] = kl
     total = total + kl_weight * kl
     if include_ce:
-      ce = _ce(zi, labels)
+      ce = _ce(zi, labels, mask)
       metrics[f'ce{i}'] = ce
       total = total + ce
   return total, metrics
@@ -113,7 +124,7 @@ def build_dml(info: BuildInfo, *, weight: float = 1.0, temperature: float = 1.0,
   def loss(ctx: Context):
     return dml_loss([ctx.student[k] for k in keys], ctx.labels, temperature=temperature,
                        tau_squared=tau_squared, reduction=reduction, kl_weight=kl_weight,
-                       include_ce=include_ce)
+                       include_ce=include_ce, mask=ctx.mask)
   groups = {f'member{i}': (f'^student/member{i}/',) for i in range(m)} if alternate else {}
   return Term(name='dml', method='dml', weight=float(weight), loss=no_aux(loss), needs_teacher=False,
-              needs=Needs(update_groups=groups))
+              needs=Needs(update_groups=groups), masked=True)

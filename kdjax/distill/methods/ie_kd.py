@@ -42,7 +42,10 @@ aliyun/Revisiting-Knowledge-Distillation-an-Inheritance-and-Exploration-Framewor
 (`loss/factor_transfer.py`, `loss/reconstruction.py`, `processors/IE_KD.py`).
 Every distance first flattens each sample and L2-normalises it
 (`F.normalize(x.view(N, -1))`), then reduces with a *mean* over N*D, as the
-official `_factor_transfer`.
+official `_factor_transfer`, i.e. the mean over samples of the per-sample mean
+over D. On a masked batch (`data.drop_remainder=False`, `mask` 0/1 [N]) that
+outer mean runs over the valid rows, and linear CKA centres and sums over them
+only, so every loss and metric equals that of the valid rows alone (`Term.masked`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,13 @@ def transform(factor: Array, variant: str) -> Array:
   raise ValueError(f'unknown IE-KD variant {variant!r}; known: {VARIANTS}.')
 
 
+def _rows_mean(values: Array, mask: Array | None) -> Array:
+  """Mean of per-sample values [N]; over the rows with mask 1 when a 0/1 mask [N] is given."""
+  if mask is None:
+    return jnp.mean(values)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
 def _flat_normalised(a: Array, b: Array) -> tuple[Array, Array]:
   chex.assert_equal_shape([a, b])
   a = losses.l2_normalize(a.reshape(a.shape[0], -1).astype(jnp.float32))
@@ -114,23 +124,32 @@ def _flat_normalised(a: Array, b: Array) -> tuple[Array, Array]:
   return a, b
 
 
-def linear_cka(a: Array, b: Array, eps: float = 1e-12) -> Array:
+def linear_cka(a: Array, b: Array, eps: float = 1e-12, mask: Array | None = None) -> Array:
   """Linear CKA (Kornblith et al. 2019) between two batches of representations.
 
   With column-centred X [N, p], Y [N, q]:
   CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), computed through the N x N
   Gram matrices (tr(K_X K_Y) = ||Y^T X||_F^2). 1 for identical inputs, invariant
   to isotropic scaling and orthogonal transforms of either side.
+  With a 0/1 `mask` [N] the columns are centred over the rows with mask 1 and the
+  other rows are zeroed: their Gram rows and columns vanish, so the value is the
+  CKA of the valid rows alone.
   """
   x = a.reshape(a.shape[0], -1).astype(jnp.float32)
   y = b.reshape(b.shape[0], -1).astype(jnp.float32)
-  x = x - x.mean(0, keepdims=True)
-  y = y - y.mean(0, keepdims=True)
+  if mask is None:
+    x = x - x.mean(0, keepdims=True)
+    y = y - y.mean(0, keepdims=True)
+  else:
+    w = mask.astype(jnp.float32)[:, None]
+    n = jnp.maximum(jnp.sum(w), 1.0)
+    x = (x - jnp.sum(x * w, 0, keepdims=True) / n) * w
+    y = (y - jnp.sum(y * w, 0, keepdims=True) / n) * w
   kx, ky = x @ x.T, y @ y.T
   return jnp.sum(kx * ky) / jnp.sqrt(jnp.maximum(jnp.sum(kx * kx) * jnp.sum(ky * ky), eps))
 
 
-def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
+def factor_distance(a: Array, b: Array, metric: str = 'l1', mask: Array | None = None) -> Array:
   """Similarity loss D(a, b) between per-sample L2-normalised flattened factors.
 
   l1:         mean |a^ - b^|                       (official NormLoss p=1, paper eq. 2)
@@ -143,15 +162,27 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
     a: student-side factor [N, ...].
     b: target factor of the same shape (not stopped here; callers decide).
     metric: one of METRICS.
+    mask: optional 0/1 [N]: the means over samples run over the rows with mask 1.
 
   Returns:
     A scalar.
   """
   if metric == 'cka':
     chex.assert_equal_shape([a, b])
-    return 1.0 - linear_cka(a, b)
+    return 1.0 - linear_cka(a, b, mask=mask)
   a, b = _flat_normalised(a, b)
   d = a - b
+  if mask is not None:  # the same means, per sample first, then over the valid rows
+    if metric == 'l1':
+      return _rows_mean(jnp.mean(jnp.abs(d), -1), mask)
+    if metric == 'l2':
+      return jnp.sqrt(jnp.maximum(_rows_mean(jnp.mean(d * d, -1), mask), 1e-12))
+    if metric == 'cos':
+      return _rows_mean(1.0 - jnp.sum(a * b, axis=-1), mask)
+    if metric == 'partial_l2':
+      keep = ((a > b) | (b > 0)).astype(jnp.float32)
+      return _rows_mean(jnp.mean(d * d * keep, -1), mask)
+    raise ValueError(f'unknown IE-KD metric {metric!r}; known: {METRICS}.')
   if metric == 'l1':
     return jnp.mean(jnp.abs(d))
   if metric == 'l2':
@@ -164,24 +195,27 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
   raise ValueError(f'unknown IE-KD metric {metric!r}; known: {METRICS}.')
 
 
-def exploration_distance(a: Array, b: Array, metric: str = 'l1') -> Array:
+def exploration_distance(a: Array, b: Array, metric: str = 'l1',
+                         mask: Array | None = None) -> Array:
   """Dis-similarity loss: -D(a, b) for l1/l2/partial_l2, mean_n |cos(a_n, b_n)| for cos,
   linear CKA for cka.
 
   The cos form is the official CosLoss(negative=True) (orthogonality, the IE-KD paper
-  Sec. 3.2); the others are the paper's negative distances (eq. 3).
+  Sec. 3.2); the others are the paper's negative distances (eq. 3). `mask` as in
+  `factor_distance`.
   """
   if metric == 'cos':
     a, b = _flat_normalised(a, b)
-    return jnp.mean(jnp.abs(jnp.sum(a * b, axis=-1)))
+    return _rows_mean(jnp.abs(jnp.sum(a * b, axis=-1)), mask)
   if metric == 'cka':  # Table 6a "L1 + CKA": explore by lowering the CKA similarity
-    return linear_cka(a, b)
-  return -factor_distance(a, b, metric)
+    return linear_cka(a, b, mask=mask)
+  return -factor_distance(a, b, metric, mask)
 
 
 def inheritance_exploration(f_inh: Array | None, f_exp: Array | None, f_t: Array, *,
                             variant: str = 'ft', metric: str = 'l1',
-                            exp_metric: str | None = None) -> tuple[Array, Array]:
+                            exp_metric: str | None = None,
+                            mask: Array | None = None) -> tuple[Array, Array]:
   """(L_inh, L_exp) for IE-FT / IE-AT / IE-OD factors (the IE-KD paper eqs. 2-3).
 
   Args:
@@ -191,6 +225,7 @@ def inheritance_exploration(f_inh: Array | None, f_exp: Array | None, f_t: Array
       by pooling the larger map (RD convention).
     variant: 'ft', 'at' or 'od' (see `transform`).
     metric: inheritance metric; `exp_metric` (default: the same) for exploration.
+    mask: optional 0/1 [N]: average over the rows with mask 1 only.
 
   Returns:
     Two scalars; a missing part gives 0.
@@ -201,22 +236,28 @@ def inheritance_exploration(f_inh: Array | None, f_exp: Array | None, f_t: Array
   l_inh, l_exp = zero, zero
   if f_inh is not None:
     s, t = losses.match_spatial(f_inh, f_t)
-    l_inh = factor_distance(transform(s, variant), transform(t, variant), metric)
+    l_inh = factor_distance(transform(s, variant), transform(t, variant), metric,
+                            mask)
   if f_exp is not None:
     s, t = losses.match_spatial(f_exp, f_t)
-    l_exp = exploration_distance(transform(s, variant), transform(t, variant), exp_metric)
+    l_exp = exploration_distance(transform(s, variant), transform(t, variant),
+                                 exp_metric, mask)
   return l_inh, l_exp
 
 
-def reconstruction(x: Array, y: Array, norm: str = 'l1') -> Array:
+def reconstruction(x: Array, y: Array, norm: str = 'l1', mask: Array | None = None) -> Array:
   """Auto-encoder reconstruction loss.
 
   'l1' = mean |x - y| (official RecLoss, default); 'l2' = mean (x - y)^2 (the
   paper's ||f - R(f)||^2, mean-reduced so the scale does not depend on the
-  feature size).
+  feature size). With a 0/1 `mask` [N]: the per-sample means, averaged over
+  the rows with mask 1.
   """
   chex.assert_equal_shape([x, y])
   d = (x - y).astype(jnp.float32)
+  if mask is not None and norm in ('l1', 'l2'):
+    d = d.reshape(d.shape[0], -1)
+    return _rows_mean(jnp.mean(jnp.abs(d) if norm == 'l1' else d * d, -1), mask)
   if norm == 'l1':
     return jnp.mean(jnp.abs(d))
   if norm == 'l2':
@@ -366,7 +407,7 @@ def ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: st
       x = t_feat if (online and rec_backbone_grad) else jax.lax.stop_gradient(t_feat)
       (factor_t, recon), stats['ae'] = modules.apply_variables(ae, ae_vars(aux), x,
                                                                    train=ctx.train)
-      rec = reconstruction(x, recon, rec_norm)
+      rec = reconstruction(x, recon, rec_norm, ctx.mask)
       metrics['rec'] = rec
       if phase == 'ae':
         return rec, metrics, {'batch_stats': stats}
@@ -387,20 +428,22 @@ def ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: st
         factors[part], stats[part] = modules.apply_variables(enc, v, f, train=ctx.train)
     l_inh, l_exp = inheritance_exploration(factors.get('inh'), factors.get('exp'), factor_t,
                                              variant=variant, metric=metric,
-                                             exp_metric=exp_metric)
+                                             exp_metric=exp_metric, mask=ctx.mask)
     metrics.update(inh=l_inh, exp=l_exp)
     total = total + inherit_weight * l_inh + explore_weight * l_exp
     if ce_key is not None:
-      ce = optax.softmax_cross_entropy_with_integer_labels(
-          ctx.student[ce_key].astype(jnp.float32), ctx.labels).mean()
+      ce = _rows_mean(optax.softmax_cross_entropy_with_integer_labels(
+          ctx.student[ce_key].astype(jnp.float32), ctx.labels), ctx.mask)
       metrics['ce'] = ce
       total = total + ce
     return total, metrics, {'batch_stats': stats}
 
   # The auto-encoder stage trains only the AE on frozen features: student in eval mode.
+  # Masked batches: every mean above runs over ctx.mask's rows and the AE / encoder BN
+  # (train mode) is masked by the step, so the term honours the mask itself.
   needs = Needs(student_eval=(phase == 'ae'))
   return Term(name=name, method=method, weight=float(weight), loss=loss, init=init, needs=needs,
-              needs_teacher=not online)
+              needs_teacher=not online, masked=True)
 
 
 @register_method('ie_kd', family='features', paper='Huang et al. 2021, Revisiting Knowledge '
