@@ -256,9 +256,11 @@ def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
   assert np.isfinite(float(m['loss/sskd']))
 
 
-def test_dml_on_a_masked_batch_equals_the_valid_rows():
-  # Every member's CE and KL over the valid rows; two alternating updates (two passes each).
-  built = _Built([dict(method='dml', temperature=2.0)], ce_weight=0.0, teacher=False, cohort=True)
+@pytest.mark.parametrize('alternate', [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_dml_on_a_masked_batch_equals_the_valid_rows(alternate):
+  # Every member's CE and KL over the valid rows; alternating: two updates, a pass each.
+  built = _Built([dict(method='dml', temperature=2.0, alternate=alternate)], ce_weight=0.0,
+                 teacher=False, cohort=True)
   assert built.terms[0].masked
   _, m = _assert_same_step(built)
   assert all(np.isfinite(float(m[f'dml/{k}{i}'])) for k in ('ce', 'kl') for i in (0, 1))
@@ -275,6 +277,7 @@ def test_ie_kd_on_a_masked_batch_equals_the_valid_rows(phase):
   assert np.isfinite(float(m['loss/ie']))
 
 
+@pytest.mark.slow
 def test_ie_dml_on_a_masked_batch_equals_the_valid_rows():
   # Online AEs over each peer (reconstruction into the peer's backbone) and each member's CE.
   specs = [dict(method='ie_dml', name='ie_m0', member=0, peer=1),
