@@ -375,8 +375,24 @@ def test_protocols_keeping_the_last_batch_mask_it():
                'mdistiller:data=cifar100,method=dot,teacher=vgg13,student=vgg8'):
     assert config_lib.load(cell).data.drop_remainder is False, cell
   for cell in ('digits:arch=resnet8', 'kd_beyond_compression:data=cifar10,method=dml,student=resnet8',
-               'mdistiller:data=imagenet2012,method=reviewkd,teacher=resnet34,student=resnet18'):
+               'mdistiller:data=imagenet2012,method=reviewkd,teacher=resnet34,student=resnet18',
+               'ie_kd:data=imagenet2012,method=ie_ft,teacher=resnet34,student=resnet18',
+               'ie_kd:data=imagenet2012,method=kd,teacher=resnet34,student=resnet18'):
     assert config_lib.load(cell).data.drop_remainder is True, cell
+  # The official IE-KD code's CIFAR DataLoader keeps it too: every CIFAR cell of ie_kd, one
+  # per method (IE-FT/AT/OD both stages, IE-DML, DML, the baselines), masks every term.
+  from configs import ie_kd
+  first = {}
+  for arg in ie_kd.cells():
+    key = dict(kv.split('=') for kv in arg.split(','))
+    if key['data'] != 'imagenet2012':
+      first.setdefault((key['data'], key.get('method', 'arch')), arg)
+  methods = {m for _, m in first}
+  assert set(ie_kd.VARIANTS) | set(ie_kd.BASELINES) | set(ie_kd.TABLE4) <= methods
+  for arg in first.values():
+    cfg = config_lib.load(f'ie_kd:{arg}')
+    assert cfg.data.drop_remainder is False, arg
+    resolve(cfg)  # check_masking over every stage's terms
 
 
 def test_repdistiller_protocol_uses_pytorch_bn_running_variance():
