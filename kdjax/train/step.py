@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import losses
 from kdjax.distill.api import Context, Needs, Term, check_masking, merge_needs
 from kdjax.models.common import batch_mask
 from kdjax.train import dot as dot_lib
@@ -52,11 +53,6 @@ STREAM_AUG, STREAM_DEPTH, STREAM_TERMS = 1, 2, 3
 def cross_entropy(logits, labels):
   """Mean softmax cross-entropy with integer labels."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def masked_mean(values, valid):
-  """sum(values * valid) / max(sum(valid), 1): the mean over the valid rows (valid 0/1 [B])."""
-  return jnp.sum(values * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +149,8 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       if valid is None:
         ce = cross_entropy(s_logits, labels)
       else:
-        ce = masked_mean(optax.softmax_cross_entropy_with_integer_labels(s_logits, labels), valid)
+        ce = losses.masked_mean(
+            optax.softmax_cross_entropy_with_integer_labels(s_logits, labels), valid)
       total = cfg.ce_weight * ce
       kd_total = jnp.zeros((), total.dtype)  # the distillation part alone (DOT's second gradient)
       metrics = {'loss/ce': ce}
@@ -175,7 +172,7 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
         with batch_mask(valid):
           if valid is not None and not term.masked:  # check_masking: it has per_sample
             values, term_metrics, term_state = term.per_sample(aux, ctx)
-            loss = masked_mean(values, valid)
+            loss = losses.masked_mean(values, valid)
           else:
             loss, term_metrics, term_state = term.loss(aux, ctx)
         total = total + term.weight * loss
@@ -189,7 +186,7 @@ def make_train_step(*, student, teacher, terms: Sequence[Term], tx: optax.Gradie
       if valid is None:
         metrics['train_accuracy'] = jnp.mean(correct)
       else:
-        metrics['train_accuracy'] = masked_mean(correct.astype(jnp.float32), valid)
+        metrics['train_accuracy'] = losses.masked_mean(correct.astype(jnp.float32), valid)
         metrics['valid_rows'] = jnp.sum(valid)  # the loop weights epoch means by it
       return total, (metrics, new_model_state['batch_stats'], new_aux_states,
                      (cfg.ce_weight * ce, kd_total))

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, no_aux, register_method
 from kdjax.distill.methods import kd as kd_lib
@@ -32,17 +33,10 @@ from kdjax.distill.methods import kd as kd_lib
 Array = jax.Array
 
 
-def _mean(values: Array, mask: Array | None) -> Array:
-  """Mean of per-sample values [N]; over the rows with mask 1 when a 0/1 mask [N] is given."""
-  if mask is None:
-    return jnp.mean(values)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def _ce(logits: Array, labels: Array, mask: Array | None = None) -> Array:
   """Mean softmax cross-entropy with integer labels (over the valid rows of `mask`)."""
-  return _mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                               labels), mask)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  return losses.masked_mean(ce, mask)
 
 
 def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: float = 1.0,
@@ -83,7 +77,8 @@ def dml_loss(member_logits: Sequence[Array], labels: Array, *, temperature: floa
   scale = (1.0 / (m - 1) if reduction == 'mean' else 1.0) / (1.0 if tau_squared else temperature ** 2)
   total, metrics = jnp.zeros(()), {}
   for i, zi in enumerate(member_logits):
-    kl = scale * sum(_mean(kd_lib.kd_per_sample(zi, zj, temperature=temperature), mask)
+    kl = scale * sum(losses.masked_mean(kd_lib.kd_per_sample(zi, zj, temperature=temperature),
+                                        mask)
                      for j, zj in enumerate(member_logits) if j != i)
     metrics[f'kl{i}'] = kl
     total = total + kl_weight * kl

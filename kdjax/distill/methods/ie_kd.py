@@ -110,13 +110,6 @@ def transform(factor: Array, variant: str) -> Array:
   raise ValueError(f'unknown IE-KD variant {variant!r}; known: {VARIANTS}.')
 
 
-def _rows_mean(values: Array, mask: Array | None) -> Array:
-  """Mean of per-sample values [N]; over the rows with mask 1 when a 0/1 mask [N] is given."""
-  if mask is None:
-    return jnp.mean(values)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def _flat_normalised(a: Array, b: Array) -> tuple[Array, Array]:
   chex.assert_equal_shape([a, b])
   a = losses.l2_normalize(a.reshape(a.shape[0], -1).astype(jnp.float32))
@@ -174,14 +167,14 @@ def factor_distance(a: Array, b: Array, metric: str = 'l1', mask: Array | None =
   d = a - b
   if mask is not None:  # the same means, per sample first, then over the valid rows
     if metric == 'l1':
-      return _rows_mean(jnp.mean(jnp.abs(d), -1), mask)
+      return losses.masked_mean(jnp.mean(jnp.abs(d), -1), mask)
     if metric == 'l2':
-      return jnp.sqrt(jnp.maximum(_rows_mean(jnp.mean(d * d, -1), mask), 1e-12))
+      return jnp.sqrt(jnp.maximum(losses.masked_mean(jnp.mean(d * d, -1), mask), 1e-12))
     if metric == 'cos':
-      return _rows_mean(1.0 - jnp.sum(a * b, axis=-1), mask)
+      return losses.masked_mean(1.0 - jnp.sum(a * b, axis=-1), mask)
     if metric == 'partial_l2':
       keep = ((a > b) | (b > 0)).astype(jnp.float32)
-      return _rows_mean(jnp.mean(d * d * keep, -1), mask)
+      return losses.masked_mean(jnp.mean(d * d * keep, -1), mask)
     raise ValueError(f'unknown IE-KD metric {metric!r}; known: {METRICS}.')
   if metric == 'l1':
     return jnp.mean(jnp.abs(d))
@@ -206,7 +199,7 @@ def exploration_distance(a: Array, b: Array, metric: str = 'l1',
   """
   if metric == 'cos':
     a, b = _flat_normalised(a, b)
-    return _rows_mean(jnp.abs(jnp.sum(a * b, axis=-1)), mask)
+    return losses.masked_mean(jnp.abs(jnp.sum(a * b, axis=-1)), mask)
   if metric == 'cka':  # Table 6a "L1 + CKA": explore by lowering the CKA similarity
     return linear_cka(a, b, mask=mask)
   return -factor_distance(a, b, metric, mask)
@@ -257,7 +250,7 @@ def reconstruction(x: Array, y: Array, norm: str = 'l1', mask: Array | None = No
   d = (x - y).astype(jnp.float32)
   if mask is not None and norm in ('l1', 'l2'):
     d = d.reshape(d.shape[0], -1)
-    return _rows_mean(jnp.mean(jnp.abs(d) if norm == 'l1' else d * d, -1), mask)
+    return losses.masked_mean(jnp.mean(jnp.abs(d) if norm == 'l1' else d * d, -1), mask)
   if norm == 'l1':
     return jnp.mean(jnp.abs(d))
   if norm == 'l2':
@@ -432,7 +425,7 @@ def ie_term(info: BuildInfo, *, name: str, method: str, weight: float, phase: st
     metrics.update(inh=l_inh, exp=l_exp)
     total = total + inherit_weight * l_inh + explore_weight * l_exp
     if ce_key is not None:
-      ce = _rows_mean(optax.softmax_cross_entropy_with_integer_labels(
+      ce = losses.masked_mean(optax.softmax_cross_entropy_with_integer_labels(
           ctx.student[ce_key].astype(jnp.float32), ctx.labels), ctx.mask)
       metrics['ce'] = ce
       total = total + ce
