@@ -9,4 +9,9 @@ Layout:
   kdjax.main     the `kdjax` command line
 """
 
+from kdjax import xla_env as _xla_env
+
+# Before any JAX backend starts: XLA reads XLA_FLAGS once (kdjax/xla_env.py says why).
+_xla_env.apply()
+
 __version__ = '0.1.0'

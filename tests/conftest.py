@@ -8,6 +8,7 @@ on 2 CPU cores compiling dominates their run time.
 import os
 import tempfile
 
+import kdjax  # noqa: F401  (first: sets kdjax's XLA CPU options before any backend starts)
 import jax
 
 _CACHE = os.environ.get('KDJAX_TEST_COMPILE_CACHE',
