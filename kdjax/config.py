@@ -122,14 +122,6 @@ def base_config() -> ConfigDict:
   return c
 
 
-def steps(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
-  """Steps per epoch: N // B full batches, or ceil(N / B) keeping the last partial batch."""
-  n = num_examples // batch_size
-  if n == 0:
-    raise ValueError(f'batch size {batch_size} exceeds the training set ({num_examples}).')
-  return n if drop_remainder else -(-num_examples // batch_size)
-
-
 # The repository's configs/ folder (a package: its modules import `configs.common`).
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 

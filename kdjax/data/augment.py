@@ -106,7 +106,9 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = T
     raise ValueError(f'need num_examples >= 1 and batch_size >= 1, got {num_examples}, {batch_size}.')
   if drop_remainder:
     if batch_size > num_examples:
-      raise ValueError(f'batch_size {batch_size} exceeds the dataset size {num_examples}')
+      raise ValueError(f'batch size {batch_size} exceeds the training set ({num_examples} examples): '
+                       'lower optim.batch_size, or set data.drop_remainder=False to train on '
+                       'one masked partial batch per epoch.')
     return num_examples // batch_size
   return -(-num_examples // batch_size)
 

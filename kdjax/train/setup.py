@@ -20,6 +20,7 @@ from kdjax import config as config_lib
 from kdjax import data as data_lib
 from kdjax import models
 from kdjax import runtime
+from kdjax.data import augment
 from kdjax.models import fold
 from kdjax.distill import api as distill_api
 from kdjax.distill import methods as _methods  # noqa: F401  (registers every method)
@@ -252,8 +253,8 @@ def build(cfg, *, dataset=None, teacher: Teacher | None = None,
     raise ValueError(f'data.drop_remainder=False (a masked last partial batch) needs an in-memory '
                      f'dataset; {dataset.name!r} is streamed in full batches. Set '
                      f'data.drop_remainder=True.')
-  steps_per_epoch = config_lib.steps(dataset.num_train, stages[0].optim.batch_size,
-                                     drop_remainder)
+  steps_per_epoch = augment.steps_per_epoch(dataset.num_train, stages[0].optim.batch_size,
+                                            drop_remainder)
 
   var_shapes = jax.eval_shape(
       lambda: student.init(jax.random.key(0), jnp.zeros(input_shape(dataset)), train=False))
