@@ -377,6 +377,11 @@ def test_steps_per_epoch_keeps_or_drops_the_last_batch():
   with pytest.raises(ValueError, match='exceeds'):
     augment.steps_per_epoch(10, 16)
   assert augment.steps_per_epoch(10, 16, drop_remainder=False) == 1
+  # ... whose one masked batch holds every example once, padded by repeats.
+  images = jnp.arange(10, dtype=jnp.uint8)[:, None]
+  _, lab, idx, mask = augment.gather_batch_masked(images, jnp.arange(10), jax.random.key(0), 0, 16)
+  assert sorted(np.asarray(idx)[np.asarray(mask)].tolist()) == list(range(10))
+  assert int(mask.sum()) == 10 and lab.shape == (16,)
 
 
 def test_masked_batches_cover_the_epoch_once_with_one_compile():
