@@ -25,7 +25,6 @@ paper's 1.53M).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import flax.linen as nn
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.models import common
-from kdjax.models.one import _ResNetBranch
+from kdjax.models.one import _ResNetBranch, resnet_depth, resnet_trunk
 from kdjax.models.spec import ModelSpec, names_regex
 
 # PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
@@ -86,14 +85,7 @@ class OKDDipNet(nn.Module):
     L = common.layers_of(self)
     feats = {}
     n = (self.depth - 2) // 6
-    block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
-    x = L.conv(16, 3, name='conv1')(x)
-    x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
-    for k, planes in ((1, 16), (2, 32)):
-      for i in range(n):
-        x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, layers=L, name=f'layer{k}_{i}')(
-            x, train=train)
-      feats[f'stage{k}'] = x
+    x = resnet_trunk(L, x, n, self.block, feats, train=train)
 
     width = 64 * (4 if self.block == 'bottleneck' else 1)
     query = nn.Dense(width // self.factor, use_bias=False, kernel_init=_torch_linear_init,
@@ -120,8 +112,6 @@ class OKDDipNet(nn.Module):
     return common.float32_outputs(feats['logits'], feats)
 
 
-_RESNET = re.compile(r'resnet(\d+)')
-
 
 def create_okddip(base_arch: str, num_classes: int, branches: int = 4, factor: int = 8,
                   block: str = 'basic', **kw) -> OKDDipNet:
@@ -132,13 +122,10 @@ def create_okddip(base_arch: str, num_classes: int, branches: int = 4, factor: i
   Raises:
     ValueError: unsupported base architecture, bad depth, fewer than 2 peers, bad block.
   """
-  m = _RESNET.fullmatch(base_arch)
-  if not m:
+  d = resnet_depth(base_arch, 'okddip')
+  if d is None:
     raise ValueError(f'create_okddip: unsupported base architecture {base_arch!r}; use '
                      'resnet{6n+2} (the official code has CIFAR ResNets).')
-  d = int(m.group(1))
-  if d < 8 or (d - 2) % 6:
-    raise ValueError(f'okddip_{base_arch}: CIFAR ResNet depth must be 6n+2 with n >= 1, got {d}.')
   if branches < 3:
     raise ValueError(f'create_okddip: needs >= 2 peers plus the leader, i.e. branches >= 3, '
                      f'got {branches}.')

@@ -44,6 +44,9 @@ from kdjax.models import common
 from kdjax.models.spec import ModelSpec, names_regex
 from kdjax.models.wrn import WideBlock
 
+_RESNET = re.compile(r'resnet(\d+)')
+_WRN = re.compile(r'wrn_(\d+)_(\d+)')
+
 
 class _ResNetBranch(nn.Module):
   """Stage 3 of a CIFAR ResNet plus its classifier."""
@@ -81,6 +84,35 @@ class _WRNBranch(nn.Module):
     last = nn.relu(L.bn(train, 'bn1')(x))
     pooled = common.global_pool(last)
     return L.head(self.num_classes)(pooled), stage3, last, pooled
+
+
+def resnet_trunk(L: common.Layers, x, n: int, block: str, feats: dict, *, train: bool):
+  """Stem, stage 1 and stage 2 of a CIFAR resnet{6n+2}, shared by the multi-branch nets.
+
+  Call inside a parent's compact method: the modules get the parent's top-level names
+  (`conv1`, `bn1`, `layer{1,2}_{i}`, as the plain `resnet{d}`). Writes `stem`,
+  `stage1`, `stage2` into `feats`; returns stage 2's output.
+  """
+  block_cls = common.BasicBlock if block == 'basic' else common.Bottleneck
+  x = L.conv(16, 3, name='conv1')(x)
+  x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
+  for k, planes in ((1, 16), (2, 32)):
+    for i in range(n):
+      x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, layers=L,
+                       name=f'layer{k}_{i}')(x, train=train)
+    feats[f'stage{k}'] = x
+  return x
+
+
+def resnet_depth(base_arch: str, prefix: str) -> int | None:
+  """6n+2 from 'resnet{6n+2}' (ValueError on another depth), None for another name."""
+  m = _RESNET.fullmatch(base_arch)
+  if not m:
+    return None
+  d = int(m.group(1))
+  if d < 8 or (d - 2) % 6:
+    raise ValueError(f'{prefix}_{base_arch}: CIFAR ResNet depth must be 6n+2 with n >= 1, got {d}.')
+  return d
 
 
 class ONENet(nn.Module):
@@ -128,14 +160,7 @@ class ONENet(nn.Module):
     feats = {}
     if self.family == 'resnet':
       n = (self.depth - 2) // 6
-      block_cls = common.BasicBlock if self.block == 'basic' else common.Bottleneck
-      x = L.conv(16, 3, name='conv1')(x)
-      x = feats['stem'] = nn.relu(L.bn(train, 'bn1')(x))
-      for k, planes in ((1, 16), (2, 32)):
-        for i in range(n):
-          x, _ = block_cls(planes, 2 if (k > 1 and i == 0) else 1, layers=L,
-                           name=f'layer{k}_{i}')(x, train=train)
-        feats[f'stage{k}'] = x
+      x = resnet_trunk(L, x, n, self.block, feats, train=train)
       make_branch = lambda b: _ResNetBranch(n, 64, self.block, self.num_classes, layers=L,
                                             name=f'branch{b}')
     else:
@@ -168,8 +193,6 @@ class ONENet(nn.Module):
     return common.float32_outputs(ensemble, feats)
 
 
-_RESNET = re.compile(r'resnet(\d+)')
-_WRN = re.compile(r'wrn_(\d+)_(\d+)')
 
 
 def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str = 'basic',
@@ -189,11 +212,8 @@ def create_one(base_arch: str, num_classes: int, branches: int = 3, block: str =
   """
   if branches < 1:
     raise ValueError(f'create_one: branches must be >= 1, got {branches}.')
-  m = _RESNET.fullmatch(base_arch)
-  if m:
-    d = int(m.group(1))
-    if d < 8 or (d - 2) % 6:
-      raise ValueError(f'one_{base_arch}: CIFAR ResNet depth must be 6n+2 with n >= 1, got {d}.')
+  d = resnet_depth(base_arch, 'one')
+  if d is not None:
     if block == 'auto':
       block = 'bottleneck' if d >= 44 else 'basic'
     if block not in ('basic', 'bottleneck'):
@@ -218,4 +238,4 @@ PATTERN_HELP = 'one_<base> (base resnet{6n+2} or wrn_d_w)'
 match = common.prefix_matcher('one_', create_one)
 
 
-__all__ = ['ONENet', 'create_one']
+__all__ = ['ONENet', 'create_one', 'resnet_depth', 'resnet_trunk']
