@@ -25,6 +25,8 @@ GPU and TPU compilations ignore it.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from typing import MutableMapping
 
 OPTION = 'xla_cpu_experimental_ynn_fusion_type'
@@ -42,7 +44,16 @@ def apply(environ: MutableMapping[str, str] | None = None) -> bool:
   if OPTION in flags:
     return False
   env['XLA_FLAGS'] = f'{flags} --{OPTION}={VALUE}'.strip()
+  if environ is None and _backends_started():
+    warnings.warn('kdjax was imported after JAX started its backends, so XLA keeps YNNPACK '
+                  'convolutions on CPU (slower on small CPUs; kdjax/xla_env.py). Import kdjax '
+                  'before running any JAX computation.', stacklevel=3)
   return True
+
+
+def _backends_started() -> bool:
+  bridge = sys.modules.get('jax._src.xla_bridge')
+  return bool(getattr(bridge, '_backends', None))
 
 
 def cpu_convolutions() -> str:

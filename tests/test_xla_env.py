@@ -30,6 +30,19 @@ def test_user_choice_and_opt_out_win():
   assert not xla_env.apply(env) and 'XLA_FLAGS' not in env
 
 
+def test_importing_kdjax_after_jax_started_warns(tmp_path):
+  import subprocess
+  import sys
+  code = ('import warnings, jax; jax.devices()\n'
+          'with warnings.catch_warnings(record=True) as w:\n'
+          '  warnings.simplefilter("always"); import kdjax\n'
+          'print(any("after JAX started" in str(x.message) for x in w))')
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', xla_env.OPT_OUT)}
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True, cwd=tmp_path)
+  assert out.stdout.strip() == 'True'
+
+
 def test_cpu_convolutions_reads_this_process_flags(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', OPT)
   assert xla_env.cpu_convolutions() == 'eigen'
