@@ -47,7 +47,13 @@ def _set(cfg, key, value):
     node[leaf] = value
 
 
-@pytest.mark.parametrize('method', sorted(registered_methods()))
+# The default suite trains one method of each kind (logits, memory banks, an online cohort);
+# every other method's end-to-end digits run is marked slow (~10 s each on 2 cores, cold cache).
+FAST = ('kd', 'crd', 'dml')
+
+
+@pytest.mark.parametrize('method', [m if m in FAST else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in sorted(registered_methods())])
 def test_method_trains_on_digits(method, teacher_dir, tmp_path):
   special = dict(SPECIAL.get(method, {}))
   teacher, student = PAIRS.get(method, ('resnet8', 'resnet8'))

@@ -45,6 +45,7 @@ def _params(workdir, cfg):
   return state['params']['student']
 
 
+@pytest.mark.slow
 def test_bf16_digits_run_stays_close_to_float32(tmp_path):
   """Bounds: every step's training loss within 2% of float32's, final parameters within 1%
   (relative L2) and final test loss within 3%, top-1 within 3 points.

@@ -71,6 +71,7 @@ def test_parameter_counts(depth, cifar, size, spatial):
                               stem=(3, 3) if cifar else (7, 3))
 
 
+@pytest.mark.slow
 def test_binary_resnet_trains_a_few_steps():
   model = B.BinaryResNet((1, 1, 1, 1), 10, cifar=True)  # one block per stage: a fast compile
   x = jnp.asarray(np.random.default_rng(1).normal(size=(16, 8, 8, 1)), jnp.float32)

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -32,6 +34,7 @@ def test_unknown_architecture_is_rejected(tmp_path):
   assert out.returncode == 2 and 'resnet9' in out.stderr and 'resnet8' in out.stderr
 
 
+@pytest.mark.slow
 def test_bench_prints_machine_readable_throughput():
   out = kdjax('bench', '--config', 'configs/digits/kd_resnet20_resnet8.py', '--steps', '3')
   assert out.returncode == 0, out.stderr[-2000:]
@@ -40,6 +43,7 @@ def test_bench_prints_machine_readable_throughput():
   assert 'teacher forward' in out.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
   import signal
   import time

@@ -253,6 +253,7 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
     assert not np.allclose(after[VALID], before[VALID])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('phase', ['distill', 'teacher_ss'])
 def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
   # 4N-row student pass and 3N-row teacher pass, error-level ranking, similarity columns.
@@ -271,6 +272,7 @@ def test_dml_on_a_masked_batch_equals_the_valid_rows(alternate):
   assert all(np.isfinite(float(m[f'dml/{k}{i}'])) for k in ('ce', 'kl') for i in (0, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('phase', ['ae', 'distill'])
 def test_ie_kd_on_a_masked_batch_equals_the_valid_rows(phase):
   # 'ae': the AE (train-mode BN) on the teacher map, student in eval mode; 'distill':

@@ -112,7 +112,7 @@ def kd_group(teacher_dir, tmp_path_factory):
   return cfg, d, loop.train_and_evaluate(cfg, d)
 
 
-@pytest.mark.parametrize('method', ['kd', 'crd'])
+@pytest.mark.parametrize('method', ['kd', pytest.param('crd', marks=pytest.mark.slow)])
 def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path):
   """Seed index 1 of a 2-seed group: params, optimizer, CRD banks, metrics.jsonl and results.json
   of the separate run with that seed, to float32 rounding (RTOL 1e-5)."""

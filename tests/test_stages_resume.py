@@ -90,6 +90,7 @@ def test_two_stage_run_resumes_exactly(teacher_dir, uninterrupted, tmp_path, sto
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_dml_cohort_resumes_exactly(tmp_path):
   cfg = recipes.digits('resnet8')
   cfg.model.cohort = ('resnet8', 'resnet8')
