@@ -65,6 +65,7 @@ def test_convreg_rejects_unmappable():
     modules.conv_reg_kind((4, 4), (16, 16))
 
 
+@pytest.mark.slow
 def test_paraphraser_translator():
   para = ft_lib.Paraphraser(8, 0.5)
   x = jnp.ones((2, 4, 4, 8))

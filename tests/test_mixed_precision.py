@@ -47,6 +47,7 @@ def test_bf16_resnet8_forward_stays_close_to_float32(digits_batch, train):
   np.testing.assert_array_equal(jnp.argmax(l32, -1)[:8], jnp.argmax(l16, -1)[:8])
 
 
+@pytest.mark.slow
 def test_bf16_params_stats_and_grads_stay_float32(digits_batch):
   x = digits_batch[:8]
   m = models.create('resnet8', 10, dtype=jnp.bfloat16)

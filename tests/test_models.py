@@ -218,7 +218,8 @@ def _stage_grads(name, size=16, num_classes=10):
                 np.asarray(jnp.any(leaf.reshape(leaf.shape[0], -1) != 0, axis=1)) for path, leaf in flat}
 
 
-@pytest.mark.parametrize('name', ['resnet8', 'wrn_10_2', 'vgg8',
+@pytest.mark.parametrize('name', ['resnet8', pytest.param('wrn_10_2', marks=pytest.mark.slow),
+                                  pytest.param('vgg8', marks=pytest.mark.slow),
                                   pytest.param('mobilenetv2', marks=pytest.mark.slow),
                                   pytest.param('shufflenetv1', marks=pytest.mark.slow)])
 def test_params_up_to_matches_the_gradient_support(name):

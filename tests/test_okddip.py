@@ -115,6 +115,7 @@ def test_okddip_kl_zero_at_equal_and_rampup():
   assert float(method.consistency_weight(jnp.asarray(0.0), 0.0)) == 1.0
 
 
+@pytest.mark.slow
 def test_okddip_trains_a_few_steps():
   model = models.create('okddip_resnet8', 10)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(16, 8, 8, 1)), jnp.float32)

@@ -129,6 +129,7 @@ def _run_one_step(student, terms, params, batch_stats, images, labels, lr, ce_we
   return jax.jit(fn)(state, teacher_vars, batch)
 
 
+@pytest.mark.slow
 def test_dml_alternating_update_through_step_uses_updated_first_network():
   k = 3
   student = Cohort((TinyNet(k), TinyNet(k)))

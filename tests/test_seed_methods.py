@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from kdjax import models
@@ -235,6 +236,7 @@ class IEKDTermTest(absltest.TestCase):
     self.assertGreater(float(optax_norm(g['ae'])), 0.0)
     self.assertEqual(float(optax_norm(g['inh'])), 0.0)
 
+  @pytest.mark.slow
   def test_two_stages_through_the_train_step(self):
     """AE stage trains only the AE; main stage freezes it; the split never changes."""
     from kdjax.config import base_config

@@ -60,7 +60,8 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('mode', ['plain', pytest.param('crd', marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['plain', 'crd'])
 def test_eight_devices_match_one(mode):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', SCRIPT, mode], env=env, capture_output=True,

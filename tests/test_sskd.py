@@ -177,6 +177,7 @@ def _term_setup(phase, n=4, k=5, hw=4):
   return term, aux, ctx, (ws, wt, net)
 
 
+@pytest.mark.slow
 def test_term_trains_only_its_phase_head():
   term, aux, ctx, (ws, wt, net) = _term_setup('distill')
   assert term.needs.student_pass and term.needs.teacher_pass and term.needs.images

@@ -45,6 +45,7 @@ def _equal(a, b):
                                                     err_msg=jax.tree_util.keystr(p)), a, b)
 
 
+@pytest.mark.slow
 def test_scanned_steps_are_bit_identical_to_single_steps():
   cfg = _cfg()
   s, variables, plain, multi, data = _compiled(cfg, 3)

@@ -151,8 +151,8 @@ def test_eval_workdir_matches_final_metrics(teacher_dir):
   assert res['top1'] == final['top1'] and res['ece'] == pytest.approx(final['ece'])
 
 
-@pytest.mark.parametrize('dataset,arch,image_size', [('cifar10', 'resnet8', 32),
-                                                     ('imagenet2012', 'resnet18', 32)])
+@pytest.mark.parametrize('dataset,arch,image_size', [
+    ('cifar10', 'resnet8', 32), pytest.param('imagenet2012', 'resnet18', 32, marks=pytest.mark.slow)])
 def test_tfds_paths_train_on_mock_data(tmp_path, dataset, arch, image_size):
   """The real CIFAR (in-memory) and ImageNet (grain stream) paths, on TFDS mock data."""
   import tensorflow_datasets as tfds
