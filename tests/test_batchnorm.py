@@ -9,22 +9,7 @@ import pytest
 from kdjax import models
 from kdjax.models import common
 
-
-def _numpy_bn_train(x, scale, bias, run_mean, run_var, *, unbiased, momentum=0.1, eps=1e-5):
-  """PyTorch BatchNorm2d in train mode, float64: output and updated running stats.
-
-  y = (x - mu) / sqrt(v + eps) * gamma + beta with the biased batch variance v;
-  running_mean <- (1 - m) running_mean + m mu; running_var <- (1 - m) running_var
-  + m v n / (n - 1) (PyTorch), or + m v (flax's convention) when not unbiased.
-  """
-  x = np.asarray(x, np.float64)
-  axes = tuple(range(x.ndim - 1))
-  n = int(np.prod([x.shape[a] for a in axes]))
-  mu = x.mean(axes)
-  v = ((x - mu) ** 2).mean(axes)
-  y = (x - mu) / np.sqrt(v + eps) * scale + bias
-  upd = v * n / (n - 1) if unbiased else v
-  return y, (1 - momentum) * run_mean + momentum * mu, (1 - momentum) * run_var + momentum * upd
+from bn_reference import numpy_bn_train
 
 
 @pytest.mark.parametrize('unbiased', [False, True])
@@ -42,7 +27,7 @@ def test_two_train_steps_match_the_numpy_reference(unbiased):
     x = rng.normal(-1.0 + step, 0.5 + step, (4, 3, 5, 6)).astype(np.float32)
     y, new = bn.apply({'params': params, 'batch_stats': stats}, x, mutable=['batch_stats'])
     stats = new['batch_stats']
-    ref_y, ref_mean, ref_var = _numpy_bn_train(x, np.asarray(params['scale']),
+    ref_y, ref_mean, ref_var = numpy_bn_train(x, np.asarray(params['scale']),
                                                np.asarray(params['bias']), ref_mean, ref_var,
                                                unbiased=unbiased)
     np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
@@ -74,7 +59,7 @@ def test_two_pass_variance_survives_a_mean_of_1000_std():
   """mean = 1000 std: the one-pass E[x^2] - E[x]^2 form fails, the two-pass one does not."""
   rng = np.random.default_rng(2)
   x = (1000.0 + rng.normal(size=(8, 4, 4, 3))).astype(np.float32)
-  ref, _, _ = _numpy_bn_train(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), unbiased=False)
+  ref, _, _ = numpy_bn_train(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), unbiased=False)
   bn = common.BatchNorm(use_running_average=False)
   y, _ = bn.apply(bn.init(jax.random.key(0), x), x, mutable=['batch_stats'])
   # float32 resolves 1000 + x to ~6e-5; the normalised output keeps ~1e-4 of it.

@@ -24,19 +24,10 @@ from kdjax.train import optim as optim_lib
 from kdjax.train import setup as setup_lib
 from kdjax.train import step as step_lib
 
+from bn_reference import numpy_bn_train
+
 B, K = 12, 4           # batch rows, masked (padding) rows
 N_TRAIN, CLASSES = 40, 10
-
-
-def _bn_numpy(x, scale, bias, mean0, var0, unbiased, momentum=0.1, eps=1e-5):
-  """PyTorch BatchNorm2d train mode in float64 on x alone: output, running mean, running var."""
-  x = np.asarray(x, np.float64)
-  axes = tuple(range(x.ndim - 1))
-  n = int(np.prod([x.shape[a] for a in axes]))
-  mu, v = x.mean(axes), ((x - x.mean(axes)) ** 2).mean(axes)
-  y = (x - mu) / np.sqrt(v + eps) * scale + bias
-  upd = v * n / (n - 1) if unbiased else v
-  return y, (1 - momentum) * mean0 + momentum * mu, (1 - momentum) * var0 + momentum * upd
 
 
 @pytest.mark.parametrize('unbiased', [False, True])
@@ -56,9 +47,9 @@ def test_masked_batchnorm_equals_batchnorm_on_the_valid_rows(unbiased):
     with common.batch_mask(m):
       return bn.apply({'params': params, 'batch_stats': stats}, x, mutable=['batch_stats'])
   y, new = jax.jit(run)(x, jnp.asarray(mask))
-  ref_y, ref_mean, ref_var = _bn_numpy(x[mask], np.asarray(params['scale']),
-                                       np.asarray(params['bias']), np.asarray(stats['mean']),
-                                       np.asarray(stats['var']), unbiased)
+  ref_y, ref_mean, ref_var = numpy_bn_train(x[mask], np.asarray(params['scale']),
+                                            np.asarray(params['bias']), np.asarray(stats['mean']),
+                                            np.asarray(stats['var']), unbiased=unbiased)
   np.testing.assert_allclose(y[mask], ref_y, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(new['batch_stats']['mean'], ref_mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(new['batch_stats']['var'], ref_var, rtol=1e-5)
