@@ -20,6 +20,9 @@ Conventions shared by every model in the zoo:
     every digit when a channel's mean is ~1000x its spread; PyTorch has no such
     failure). Running variance: the biased batch variance by default (flax),
     PyTorch's unbiased n/(n-1) one with `bn_unbiased_running_var=True`.
+  * Gradients: train-mode BN uses the analytic backward and, on CPU, a strided conv's
+    input gradient is computed polyphase (`grads.py`); both equal autodiff of the
+    formulas to float32 rounding and only make the backward pass cheaper.
   * Mixed precision (`Layers(dtype=jnp.bfloat16)`): convolutions and dense layers
     compute in `dtype` with float32 parameters; BatchNorm statistics and
     normalisation are float32, and models return logits and features in float32.
@@ -40,6 +43,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kdjax.models import grads
 
 # Kaiming normal, mode='fan_out', nonlinearity='relu' (std = sqrt(2 / (k*k*out))).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -111,9 +116,10 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       mask = None if self.is_initializing() else current_batch_mask()
+      y = None
       if mask is None:
-        mean = jnp.mean(x, axes)
-        var = jnp.mean(jnp.square(x - mean), axes)
+        # The same numbers as the formula below, with a 2-reduction backward (grads.py).
+        y, mean, var = grads.batch_norm_train(x, scale, bias, self.epsilon)
         n = int(np.prod([x.shape[a] for a in axes]))
         unbias = n / max(n - 1, 1)
       else:
@@ -131,6 +137,8 @@ class BatchNorm(nn.Module):
         run_var = var * unbias if self.unbiased_running_var else var
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * run_var
+      if y is not None:
+        return y
     mul = jax.lax.rsqrt(var + self.epsilon) * scale
     return (x - mean) * mul + bias
 
@@ -162,7 +170,8 @@ class Layers:
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((p, p), (p, p)), feature_group_count=groups,
                    use_bias=use_bias, kernel_init=kernel_init, dtype=self.dtype,
-                   param_dtype=jnp.float32, name=name)
+                   param_dtype=jnp.float32, name=name,
+                   conv_general_dilated=grads.conv_general_dilated)
 
   def bn(self, train: bool, name: str | None = None, **kw) -> BatchNorm:
     """BatchNorm with PyTorch's momentum and eps (see `BatchNorm`)."""

@@ -1,0 +1,150 @@
+"""kdjax.models.grads: the hand-written BN and strided-conv gradients equal autodiff of the formulas."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from kdjax import models
+from kdjax.models import common, grads
+
+
+def _plain_bn(x, scale, bias, eps):
+  """The two-pass formula, differentiated by JAX (the definition the custom VJP must match)."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.mean(jnp.square(x - mean), axes)
+  return (x - mean) * (lax.rsqrt(var + eps) * scale) + bias, mean, var
+
+
+@pytest.mark.parametrize('offset', [0.0, 1000.0])
+def test_batch_norm_train_gradients_match_float64_autodiff(offset):
+  # offset 1000: a channel mean ~1000x its spread, where E[x^2] - E[x]^2 would lose every digit.
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(4, 5, 3, 6)) + offset).astype(np.float32)
+  scale = rng.uniform(0.5, 2, 6).astype(np.float32)
+  bias = rng.normal(size=6).astype(np.float32)
+  # Cotangents for all three outputs, so the statistics' terms are checked too.
+  gy, gm, gv = (rng.normal(size=s).astype(np.float32) for s in (x.shape, (6,), (6,)))
+
+  def loss(fn, *args):
+    y, m, v = fn(*args, 1e-5)
+    return jnp.sum(y * gy) + jnp.sum(m * gm) + jnp.sum(v * gv)
+
+  got = jax.grad(lambda *a: loss(grads.batch_norm_train, *a), argnums=(0, 1, 2))(x, scale, bias)
+  with jax.enable_x64(True):
+    want = jax.grad(lambda *a: loss(_plain_bn, *a), argnums=(0, 1, 2))(
+        *(jnp.asarray(a, jnp.float64) for a in (x, scale, bias)))
+  for g, w, name in zip(got, want, ('x', 'scale', 'bias')):
+    np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5 * float(np.max(np.abs(w))), err_msg=name)
+  y, m, v = grads.batch_norm_train(x, scale, bias, 1e-5)
+  yr, mr, vr = _plain_bn(x, scale, bias, 1e-5)
+  np.testing.assert_array_equal(y, yr)      # the forward is the formula, op for op
+  np.testing.assert_array_equal(m, mr)
+  np.testing.assert_array_equal(v, vr)
+
+
+def test_batch_norm_module_train_grads_are_the_formulas():
+  rng = np.random.default_rng(1)
+  bn = common.BatchNorm(use_running_average=False)
+  x = jnp.asarray(rng.normal(2.0, 3.0, (8, 4, 4, 5)), jnp.float32)
+  v = bn.init(jax.random.key(0), x)
+  params = {'scale': jnp.asarray(rng.uniform(0.5, 2, 5), jnp.float32),
+            'bias': jnp.asarray(rng.normal(size=5), jnp.float32)}
+  w = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+  def module_loss(p, x):
+    y, _ = bn.apply({'params': p, 'batch_stats': v['batch_stats']}, x, mutable=['batch_stats'])
+    return jnp.sum(jnp.tanh(y) * w)
+
+  def formula_loss(p, x):
+    return jnp.sum(jnp.tanh(_plain_bn(x, p['scale'], p['bias'], 1e-5)[0]) * w)
+
+  got = jax.grad(module_loss, argnums=(0, 1))(params, x)
+  want = jax.grad(formula_loss, argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
+
+
+CONVS = [  # (H, W, C, O, kernel, stride, padding)
+    (32, 32, 8, 16, 3, 2, 1),    # resnet's stride-2 3x3
+    (16, 16, 8, 16, 1, 2, 0),    # its 1x1 shortcut: residues no tap reaches
+    (15, 13, 4, 6, 3, 2, 1),     # odd sizes
+    (17, 17, 4, 4, 5, 2, 2),
+    (19, 20, 3, 5, 3, 3, 1),     # stride 3
+    (12, 12, 4, 4, 3, 2, (0, 1)),  # asymmetric padding
+]
+
+
+@pytest.mark.parametrize('h,w,c,o,k,s,p', CONVS)
+def test_polyphase_input_gradient_equals_lax(h, w, c, o, k, s, p):
+  rng = np.random.default_rng(h * w + k)
+  x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+  kern = jnp.asarray(rng.normal(size=(k, k, c, o)), jnp.float32)
+  pad = (p, p) if isinstance(p, int) else p
+  conv = lambda x_, k_: lax.conv_general_dilated(x_, k_, (s, s), (pad, pad),
+                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y, vjp = jax.vjp(conv, x, kern)
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  want_dx, want_dw = vjp(dy)
+  got = grads.polyphase_input_grad(dy, kern, x.shape, (s, s), (pad, pad))
+  np.testing.assert_allclose(got, want_dx, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want_dx))))
+  # Through the drop-in conv (the path nn.Conv takes): same forward, same two gradients.
+  mine = lambda x_, k_: grads.conv_general_dilated(x_, k_, (s, s), (pad, pad),
+                                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y2, vjp2 = jax.vjp(mine, x, kern)
+  np.testing.assert_array_equal(y2, y)
+  dx2, dw2 = vjp2(dy)
+  np.testing.assert_allclose(dx2, want_dx, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want_dx))))
+  np.testing.assert_array_equal(dw2, want_dw)
+
+
+def test_cpu_strided_conv_gradient_has_no_dilated_input_conv():
+  # The point of the polyphase form: no `lhs_dilate` (s*s times the work on XLA:CPU) is left.
+  assert jax.default_backend() == 'cpu'
+  x = jnp.zeros((2, 8, 8, 4))
+  kern = jnp.zeros((3, 3, 4, 8))
+
+  def hlo(conv):
+    f = lambda x_, k_: jnp.sum(conv(x_, k_, (2, 2), ((1, 1), (1, 1)),
+                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2)
+    return jax.jit(jax.grad(f)).lower(x, kern).as_text()
+  assert 'lhs_dilate = [2, 2]' in hlo(lax.conv_general_dilated)
+  assert 'lhs_dilate = [2, 2]' not in hlo(grads.conv_general_dilated)
+
+
+def test_stride_one_grouped_and_string_padding_convs_are_plain_lax():
+  x = jnp.ones((1, 6, 6, 4))
+  for args, kw in [(((1, 1), ((1, 1), (1, 1))), {}),                    # stride 1
+                   (((2, 2), ((1, 1), (1, 1))), {'feature_group_count': 2}),   # grouped
+                   (((2, 2), 'SAME'), {})]:                           # string padding
+    kern = jnp.ones((3, 3, 4 // kw.get('feature_group_count', 1), 4))
+    f = lambda x_, k_: jnp.sum(grads.conv_general_dilated(
+        x_, k_, *args, dimension_numbers=('NHWC', 'HWIO', 'NHWC'), **kw))
+    g = lambda x_, k_: jnp.sum(lax.conv_general_dilated(
+        x_, k_, *args, dimension_numbers=('NHWC', 'HWIO', 'NHWC'), **kw))
+    assert jax.jit(jax.grad(f)).lower(x, kern).as_text() == jax.jit(jax.grad(g)).lower(x, kern).as_text()
+
+
+def test_resnet_gradients_unchanged_by_the_custom_vjps():
+  # A whole zoo model in train mode: grads with the hand-written VJPs (the default) equal
+  # grads of the same model built with lax's conv and the plain BN formula.
+  model = models.create('resnet8', 10)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 16, 16, 3)), jnp.float32)
+  v = model.init(jax.random.key(0), x, train=False)
+
+  def loss(params):
+    (logits, _), _ = model.apply({'params': params, 'batch_stats': v['batch_stats']}, x,
+                                 train=True, mutable=['batch_stats'])
+    return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+
+  got = jax.grad(loss)(v['params'])
+  orig_conv, orig_bn = grads.conv_general_dilated, grads.batch_norm_train
+  try:
+    grads.conv_general_dilated = lax.conv_general_dilated   # read when nn.Conv is built
+    grads.batch_norm_train = _plain_bn
+    want = jax.grad(loss)(v['params'])
+  finally:
+    grads.conv_general_dilated, grads.batch_norm_train = orig_conv, orig_bn
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), got, want)
