@@ -5,6 +5,8 @@ Synopsis:
   features: l2_normalize, adaptive_avg_pool_to, match_spatial, attention_map,
             flat, f32, check_sequences, check_embeddings
   masking:  row_mean, masked_mean, valid_count, pair_weights (masked last batch)
+  factors:  factor_distance, exploration_distance, linear_cka, reconstruction (IE-KD's
+            distances; import from kdjax.losses.factors)
 
 Each method's own loss lives with its builder in `kdjax.distill.methods.<method>`.
 """
