@@ -244,6 +244,19 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
     assert not np.allclose(after[VALID], before[VALID])
 
 
+@pytest.mark.parametrize('spec', [
+    dict(method='srrl'),                                             # teacher head, MSE
+    dict(method='srrl', sr_loss='kl', layers=('stage2', 'last'))])  # teacher forward_from, KL
+def test_srrl_on_a_masked_batch_equals_the_valid_rows(spec):
+  # Per-sample feature matching and softmax regression; the connector's BN statistics.
+  built = _Built([spec])
+  assert built.terms[0].masked
+  # The KL form is a difference of cross-entropies: tolerance relative to CE (as KD above).
+  ce_scale = lambda mv: float(mv['loss/ce'])
+  keys = ('srrl/sr', 'srrl/sr_last', 'srrl/sr_stage2', 'loss/srrl', 'loss/total')
+  _assert_same_step(built, scale=dict.fromkeys(keys, ce_scale))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('phase', ['distill', 'teacher_ss'])
 def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):

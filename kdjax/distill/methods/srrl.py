@@ -72,6 +72,7 @@ from kdjax import losses
 from kdjax import models
 from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
+from kdjax.distill.methods import kd as kd_lib
 from kdjax.models import common
 
 Array = jax.Array
@@ -80,12 +81,15 @@ Array = jax.Array
 SR_KINDS = ('mse', 'ce', 'kl')
 
 
-def feature_matching(student_vec: Array, teacher_vec: Array) -> Array:
-  """L_FM = mean over N*C_t of (v_s - v_t)^2 (official code; the paper sums over HW)."""
+def feature_matching(student_vec: Array, teacher_vec: Array, mask: Array | None = None) -> Array:
+  """L_FM = mean over N*C_t of (v_s - v_t)^2 (official code; the paper sums over HW).
+
+  With a 0/1 `mask` [N] the mean runs over the valid rows only.
+  """
   chex.assert_rank([student_vec, teacher_vec], 2)
   chex.assert_equal_shape([student_vec, teacher_vec])
   d = student_vec.astype(jnp.float32) - jax.lax.stop_gradient(teacher_vec).astype(jnp.float32)
-  return jnp.mean(d * d)
+  return losses.masked_mean(d * d, mask)
 
 
 def apply_teacher_head(vec: Array, kernel: Array, bias: Array | None) -> Array:
@@ -101,24 +105,27 @@ def apply_teacher_head(vec: Array, kernel: Array, bias: Array | None) -> Array:
 
 
 def softmax_regression(z_sc: Array, teacher_logits: Array, labels: Array | None = None, *,
-                       kind: str = 'mse', temperature: float = 4.0) -> Array:
+                       kind: str = 'mse', temperature: float = 4.0,
+                       mask: Array | None = None) -> Array:
   """L_SR on the student's features classified by the teacher's head.
 
   'mse': mean over N*K of (z_sc - z_t)^2 (eq. 7, official, best in Table 9);
   'ce':  CE(z_sc, y) (eq. 4);
   'kl':  tau^2 KL(p_t^tau || p_sc^tau) (Table 9's KL variant).
+  With a 0/1 `mask` [N] each mean over N runs over the valid rows only.
   """
   chex.assert_rank([z_sc, teacher_logits], 2)
   chex.assert_equal_shape([z_sc, teacher_logits])
   zt = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
   if kind == 'mse':
-    return jnp.mean(jnp.square(z_sc.astype(jnp.float32) - zt))
+    return losses.masked_mean(jnp.square(z_sc.astype(jnp.float32) - zt), mask)
   if kind == 'ce':
     if labels is None:
       raise ValueError("softmax_regression(kind='ce') needs labels.")
-    return optax.softmax_cross_entropy_with_integer_labels(z_sc.astype(jnp.float32), labels).mean()
+    return losses.masked_mean(
+        optax.softmax_cross_entropy_with_integer_labels(z_sc.astype(jnp.float32), labels), mask)
   if kind == 'kl':
-    return losses.kd(z_sc, zt, temperature=temperature)
+    return losses.masked_mean(kd_lib.kd_per_sample(z_sc, zt, temperature=temperature), mask)
   raise ValueError(f'unknown SRRL L_SR kind {kind!r}; known: {SR_KINDS}.')
 
 
@@ -222,16 +229,16 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
       if head['kernel'].shape != (c_t, t_logits[-1]):
         raise ValueError(f'srrl: teacher head {teacher_head!r} has kernel {head["kernel"].shape}, '
                          f'expected {(c_t, t_logits[-1])}.')
-      l_fm = feature_matching(v_s, t_feat)
+      l_fm = feature_matching(v_s, t_feat, ctx.mask)
       z_sc = apply_teacher_head(v_s, head['kernel'], head.get('bias'))
     else:
-      l_fm = feature_matching(v_s, jnp.mean(t_feat, axis=(1, 2)))
+      l_fm = feature_matching(v_s, jnp.mean(t_feat, axis=(1, 2)), ctx.mask)
       tvars = jax.lax.stop_gradient({'params': ctx.teacher_variables['params'],
                                      'batch_stats': ctx.teacher_variables['batch_stats']})
       z_sc = teacher_model.apply(tvars, adain(h, t_feat), k, train=False,
                                  method='forward_from')
     l_sr = softmax_regression(z_sc, ctx.teacher['logits'], ctx.labels, kind=sr_loss,
-                                temperature=temperature)
+                              temperature=temperature, mask=ctx.mask)
     return l_fm, l_sr, stats
 
   def loss(aux, ctx: Context):
@@ -250,8 +257,9 @@ def build_srrl(info: BuildInfo, *, weight: float = 1.0, alpha: float = 1.0, beta
     metrics['fm'], metrics['sr'] = fm_sum, sr_sum
     return total, metrics, {'batch_stats': new_stats}
 
+  # masked: every mean over N reads ctx.mask; the connector's BN is masked by the step.
   return Term(name='srrl', method='srrl', weight=float(weight), loss=loss, init=init,
-              needs=Needs(teacher_variables=True))
+              needs=Needs(teacher_variables=True), masked=True)
 
 
 def _parse_layers(layers) -> tuple[str, ...]:
