@@ -257,6 +257,23 @@ def test_srrl_on_a_masked_batch_equals_the_valid_rows(spec):
   _assert_same_step(built, scale=dict.fromkeys(keys, ce_scale))
 
 
+def test_pskd_on_a_masked_batch_equals_the_valid_rows():
+  # Soft CE over the valid rows; only valid rows write the prediction memory (a padding row
+  # repeats a valid index, and a second write to it would race).
+  built = _Built([dict(method='pskd')], ce_weight=0.0, teacher=False)
+  assert built.terms[0].masked
+  rng = np.random.default_rng(0)
+  memory = jax.nn.softmax(jnp.asarray(rng.normal(size=(N_TRAIN, CLASSES)), jnp.float32))
+  built.state['aux_state']['pskd']['pskd']['memory'] = memory
+  built.state['step'] = jnp.asarray(4, jnp.int32)   # epoch 1: targets mix in the memory
+  state, m = _assert_same_step(built)
+  after = np.asarray(state['aux_state']['pskd']['pskd']['memory'])
+  untouched = np.setdiff1d(np.arange(N_TRAIN), VALID)
+  np.testing.assert_array_equal(after[untouched], np.asarray(memory)[untouched])
+  assert not np.allclose(after[VALID], np.asarray(memory)[VALID])
+  assert float(m['pskd/alpha_t']) > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('phase', ['distill', 'teacher_ss'])
 def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
@@ -431,8 +448,8 @@ def test_run_keeps_the_last_batch_and_resumes_exactly(tmp_path):
 
 def test_a_term_without_masking_is_rejected_at_setup_with_the_fix():
   cfg = _digits_cfg()
-  cfg.distill.terms = config_lib.ConfigDict({'pskd': {'method': 'pskd'}})
-  with pytest.raises(ValueError, match=r"term 'pskd' \(method 'pskd'\) cannot exclude masked "
+  cfg.distill.terms = config_lib.ConfigDict({'sg': {'method': 'self_guidance'}})
+  with pytest.raises(ValueError, match=r"term 'sg' \(method 'self_guidance'\) cannot exclude masked "
                                        r"rows.*set data.drop_remainder=True"):
     setup_lib.build(cfg)
   cfg.data.drop_remainder = True

@@ -71,16 +71,28 @@ def pskd_targets(labels: Array, previous: Array, alpha_t: Array, num_classes: in
   return jax.lax.stop_gradient((1.0 - alpha_t) * onehot + alpha_t * prev)
 
 
-def pskd_loss(logits: Array, targets: Array) -> Array:
-  """-mean_n sum_k targets_nk log softmax(z_n)_k (official `Custom_CrossEntropy_PSKD`)."""
-  return losses.soft_cross_entropy(logits, targets, temperature=1.0)
+def pskd_loss(logits: Array, targets: Array, mask: Array | None = None) -> Array:
+  """-mean_n sum_k targets_nk log softmax(z_n)_k (official `Custom_CrossEntropy_PSKD`).
+
+  With a 0/1 `mask` [N] the mean runs over the valid rows only.
+  """
+  if mask is None:
+    return losses.soft_cross_entropy(logits, targets, temperature=1.0)
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return losses.masked_mean(-jnp.sum(targets * log_p, axis=-1), mask)
 
 
-def update_memory(memory: Array, index: Array, logits: Array) -> Array:
-  """memory[index] = softmax(stop_gradient(logits)) (the current epoch's predictions)."""
+def update_memory(memory: Array, index: Array, logits: Array, mask: Array | None = None) -> Array:
+  """memory[index] = softmax(stop_gradient(logits)) (the current epoch's predictions).
+
+  With a 0/1 `mask` [N] only the valid rows are written: a padding row (which repeats a
+  valid row's index) is sent out of range and dropped, so no index gets two writes.
+  """
   chex.assert_rank([memory, logits], 2)
   probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
-  return memory.at[index].set(probs.astype(memory.dtype))
+  if mask is not None:
+    index = jnp.where(jnp.asarray(mask, bool), index, memory.shape[0])
+  return memory.at[index].set(probs.astype(memory.dtype), mode='drop')
 
 
 __all__ = ['build_pskd', 'pskd_objective', 'pskd_memory_init']
@@ -98,7 +110,7 @@ def pskd_objective(memory, logits, ctx: Context, *, alpha_T: float = 0.8,  # noq
   alpha_t = pskd_alpha(ctx.progress, epochs, alpha_T)
   first = jnp.floor(ctx.progress) < 1
   targets = pskd_targets(ctx.labels, memory[ctx.index], alpha_t, ctx.num_classes, first)
-  return targets, alpha_t, update_memory(memory, ctx.index, logits)
+  return targets, alpha_t, update_memory(memory, ctx.index, logits, ctx.mask)
 
 
 @register_method('pskd', family='self', paper='Kim et al. 2021, Self-Knowledge Distillation '
@@ -125,7 +137,8 @@ def build_pskd(info: BuildInfo, *, weight: float = 1.0, alpha_T: float = 0.8,  #
     logits = ctx.student[logits_feature]
     targets, alpha_t, memory = pskd_objective(aux['pskd']['memory'], logits, ctx,
                                               alpha_T=alpha_T, total_epochs=total_epochs)
-    return pskd_loss(logits, targets), {'alpha_t': alpha_t}, {'pskd': {'memory': memory}}
+    return pskd_loss(logits, targets, ctx.mask), {'alpha_t': alpha_t}, {'pskd': {'memory': memory}}
 
+  # masked: the soft CE is a mean over the valid rows and padding rows write no memory.
   return Term(name='pskd', method='pskd', weight=float(weight), loss=loss, init=init,
-              needs_teacher=False, needs=Needs(index=True))
+              needs_teacher=False, needs=Needs(index=True), masked=True)
