@@ -118,7 +118,7 @@ class BatchNorm(nn.Module):
       mask = None if self.is_initializing() else current_batch_mask()
       y = None
       if mask is None:
-        # The same numbers as the formula below, with a 2-reduction backward (grads.py).
+        # The formula below, with the analytic backward (2 reductions; grads.py).
         y, mean, var = grads.batch_norm_train(x, scale, bias, self.epsilon)
         n = int(np.prod([x.shape[a] for a in axes]))
         unbias = n / max(n - 1, 1)

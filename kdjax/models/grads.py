@@ -9,8 +9,10 @@ Both compute the same numbers as autodiff of the plain formula (to float32
 rounding; tests/test_grads.py checks them against it).
 
 * Train-mode BatchNorm. Autodiff of the two-pass statistics mean(x), mean((x - mean)^2)
-  gives a backward with five reductions over the activation. The analytic form (the
-  one PyTorch's native_batch_norm_backward uses) needs two, sum(g) and sum(g * xhat):
+  gives a backward with four reductions over the activation. The analytic form (the
+  one PyTorch's native_batch_norm_backward uses) needs two, sum(g) and sum(g * xhat)
+  (XLA's optimised program for a [64, 32, 32, 64] BN, forward + backward: 6 reductions
+  and 5 full-size element-wise passes with autodiff, 4 and 4 with this VJP):
       dx = scale * rstd * (g - (sum(g) + xhat * sum(g * xhat)) / n)
            + g_mean / n + 2 * g_var * (x - mean) / n
   where the last two terms carry the cotangents of the returned statistics.

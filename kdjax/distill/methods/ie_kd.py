@@ -58,10 +58,10 @@ import optax
 
 from kdjax import losses
 from kdjax.distill import modules
+from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 # The factor distances (paper eqs. 2-4) live in kdjax/losses/factors.py; re-exported here.
 from kdjax.losses.factors import (METRICS, exploration_distance, factor_distance,  # noqa: F401
                                   linear_cka, reconstruction)
-from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.models import common
 
 Array = jax.Array
