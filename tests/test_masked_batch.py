@@ -246,7 +246,8 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
 
 @pytest.mark.parametrize('spec', [
     dict(method='srrl'),                                             # teacher head, MSE
-    dict(method='srrl', sr_loss='kl', layers=('stage2', 'last'))])  # teacher forward_from, KL
+    pytest.param(dict(method='srrl', sr_loss='kl', layers=('stage2', 'last')),  # forward_from, KL
+                 marks=pytest.mark.slow)])
 def test_srrl_on_a_masked_batch_equals_the_valid_rows(spec):
   # Per-sample feature matching and softmax regression; the connector's BN statistics.
   built = _Built([spec])
@@ -257,6 +258,7 @@ def test_srrl_on_a_masked_batch_equals_the_valid_rows(spec):
   _assert_same_step(built, scale=dict.fromkeys(keys, ce_scale))
 
 
+@pytest.mark.slow
 def test_pskd_on_a_masked_batch_equals_the_valid_rows():
   # Soft CE over the valid rows; only valid rows write the prediction memory (a padding row
   # repeats a valid index, and a second write to it would race).
@@ -272,6 +274,16 @@ def test_pskd_on_a_masked_batch_equals_the_valid_rows():
   np.testing.assert_array_equal(after[untouched], np.asarray(memory)[untouched])
   assert not np.allclose(after[VALID], np.asarray(memory)[VALID])
   assert float(m['pskd/alpha_t']) > 0
+
+
+@pytest.mark.slow
+def test_self_guidance_on_a_masked_batch_equals_the_valid_rows():
+  # Both CEs and the KL over the valid rows; the expected-network pass normalises with the
+  # valid rows' statistics (the same sampled sub-network: the keep mask depends on the step).
+  built = _Built([dict(method='self_guidance')], ce_weight=0.0, teacher=False)
+  assert built.terms[0].masked
+  ce_scale = lambda mv: float(mv['self_guidance/ce_sub'])
+  _assert_same_step(built, scale={'self_guidance/kl': ce_scale})
 
 
 @pytest.mark.slow
@@ -448,8 +460,9 @@ def test_run_keeps_the_last_batch_and_resumes_exactly(tmp_path):
 
 def test_a_term_without_masking_is_rejected_at_setup_with_the_fix():
   cfg = _digits_cfg()
-  cfg.distill.terms = config_lib.ConfigDict({'sg': {'method': 'self_guidance'}})
-  with pytest.raises(ValueError, match=r"term 'sg' \(method 'self_guidance'\) cannot exclude masked "
+  # IPWD with PS-KD targets: teacher-free, so it builds on the digits recipe.
+  cfg.distill.terms = config_lib.ConfigDict({'ipwd': {'method': 'ipwd', 'teacher_source': 'pskd'}})
+  with pytest.raises(ValueError, match=r"term 'ipwd' \(method 'ipwd'\) cannot exclude masked "
                                        r"rows.*set data.drop_remainder=True"):
     setup_lib.build(cfg)
   cfg.data.drop_remainder = True

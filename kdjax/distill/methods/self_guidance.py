@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import losses
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, no_aux, register_method
 from kdjax.distill.methods import stochastic_depth
 
@@ -46,17 +47,17 @@ def keep_mask(key: Array, survival: Array) -> Array:
   return jax.random.bernoulli(key, survival).astype(jnp.float32)
 
 
-def _kl(p_logits: Array, q_logits: Array, temperature: float) -> Array:
+def _kl(p_logits: Array, q_logits: Array, temperature: float, mask: Array | None = None) -> Array:
   """mean_n KL(softmax(p/tau) || softmax(q/tau)), summed over classes; gradients to both."""
   log_p = jax.nn.log_softmax(p_logits.astype(jnp.float32) / temperature, axis=-1)
   log_q = jax.nn.log_softmax(q_logits.astype(jnp.float32) / temperature, axis=-1)
-  return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+  return losses.masked_mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1), mask)
 
 
 def self_guidance(sub_logits: Array, full_logits: Array, labels: Array, *, lam: float = 0.25,
                   temperature: float = 3.0, stop_teacher: bool = False,
-                  kl_direction: str = 'teacher_student', student_ce: bool = True
-                  ) -> tuple[Array, dict[str, Array]]:
+                  kl_direction: str = 'teacher_student', student_ce: bool = True,
+                  mask: Array | None = None) -> tuple[Array, dict[str, Array]]:
   """Self-Guidance loss (the Self-Guidance paper, eq. 5).
 
   loss = [CE(z_S, y)] + CE(z_T, y) + lam * tau^2 * KL(p_T^tau || p_S^tau)
@@ -72,6 +73,8 @@ def self_guidance(sub_logits: Array, full_logits: Array, labels: Array, *, lam: 
       updated; CE(z_T) then carries no gradient and is left out of the loss).
     kl_direction: 'teacher_student' (KL(p_T||p_S), default) or 'student_teacher'.
     student_ce: include CE(z_S, y); set False when the train step adds it.
+    mask: optional 0/1 [N] (a masked last batch): every mean over N runs over the
+      rows with mask 1.
 
   Returns:
     (scalar loss, metrics with ce_sub, ce_full, kl).
@@ -80,14 +83,14 @@ def self_guidance(sub_logits: Array, full_logits: Array, labels: Array, *, lam: 
   chex.assert_equal_shape([sub_logits, full_logits])
   if stop_teacher:
     full_logits = jax.lax.stop_gradient(full_logits)
-  ce_sub = optax.softmax_cross_entropy_with_integer_labels(
-      sub_logits.astype(jnp.float32), labels).mean()
-  ce_full = optax.softmax_cross_entropy_with_integer_labels(
-      full_logits.astype(jnp.float32), labels).mean()
+  ce_sub = losses.masked_mean(optax.softmax_cross_entropy_with_integer_labels(
+      sub_logits.astype(jnp.float32), labels), mask)
+  ce_full = losses.masked_mean(optax.softmax_cross_entropy_with_integer_labels(
+      full_logits.astype(jnp.float32), labels), mask)
   if kl_direction == 'teacher_student':
-    kl = _kl(full_logits, sub_logits, temperature)
+    kl = _kl(full_logits, sub_logits, temperature, mask)
   elif kl_direction == 'student_teacher':
-    kl = _kl(sub_logits, full_logits, temperature)
+    kl = _kl(sub_logits, full_logits, temperature, mask)
   else:
     raise ValueError(f"kl_direction must be 'teacher_student' or 'student_teacher', got "
                      f'{kl_direction!r}.')
@@ -124,8 +127,10 @@ def build_self_guidance(info: BuildInfo, *, weight: float = 1.0, lam: float = 0.
                        'train step.')
     full_logits, _ = ctx.apply_student(ctx.images, branch_scale=ctx.survival)
     return self_guidance(ctx.student['logits'], full_logits, ctx.labels, lam=lam,
-                           temperature=temperature, stop_teacher=stop_teacher,
-                           kl_direction=kl_direction, student_ce=student_ce)
+                         temperature=temperature, stop_teacher=stop_teacher,
+                         kl_direction=kl_direction, student_ce=student_ce, mask=ctx.mask)
+  # masked: every mean over N reads ctx.mask; the full-network pass runs inside the step's
+  # batch_mask block, so its train-mode BN takes the valid rows' statistics.
   return Term(name='self_guidance', method='self_guidance', weight=float(weight),
-              loss=no_aux(loss), needs_teacher=False,
+              loss=no_aux(loss), needs_teacher=False, masked=True,
               needs=Needs(images=True, student_pass=True, survival=probs))
