@@ -170,7 +170,7 @@ def _dot_setup(loss=_conn_loss, **optim_kw):
   return model, data, step, state
 
 
-@pytest.mark.parametrize('loss', [_conn_loss, _feature_loss])
+@pytest.mark.parametrize('loss', [pytest.param(_conn_loss, marks=pytest.mark.slow), _feature_loss])
 def test_dot_optimizer_in_the_train_step_matches_mdistiller_over_three_steps(loss):
   """_feature_loss does not reach `head`: PyTorch sees grad None there and mdistiller
   uses the mean momentum for it; the step finds that from the traced backward pass."""

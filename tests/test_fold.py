@@ -30,7 +30,8 @@ def _rel_err(a, b):
   return np.abs(a - b).max() / np.abs(b).max()
 
 
-@pytest.mark.parametrize('arch, folded, total', [('resnet8', 9, 9), ('wrn_16_1', 6, 13)])
+@pytest.mark.parametrize('arch, folded, total', [pytest.param('resnet8', 9, 9, marks=pytest.mark.slow),
+                                                ('wrn_16_1', 6, 13)])
 def test_folded_forward_equals_plain(arch, folded, total):
   # resnet8: stem + 3 blocks x 2 + 2 projection shortcuts = 9 conv -> BN pairs, all folded.
   # wrn_16_1 is pre-activation: only the BN between each block's two convs follows a conv

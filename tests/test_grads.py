@@ -127,6 +127,7 @@ def test_stride_one_grouped_and_string_padding_convs_are_plain_lax():
     assert jax.jit(jax.grad(f)).lower(x, kern).as_text() == jax.jit(jax.grad(g)).lower(x, kern).as_text()
 
 
+@pytest.mark.slow
 def test_resnet_gradients_unchanged_by_the_custom_vjps():
   # A whole zoo model in train mode: grads with the hand-written VJPs (the default) equal
   # grads of the same model built with lax's conv and the plain BN formula.

@@ -226,6 +226,7 @@ def _per_row_negatives(monkeypatch):
   monkeypatch.setattr(crd, 'crd_sample_negatives', per_row)
 
 
+@pytest.mark.slow
 def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
   # Relations over the batch (SP, RKD, PKT, CC, DIST) and CRD's NCE + memory banks.
   _per_row_negatives(monkeypatch)
@@ -244,6 +245,7 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
     assert not np.allclose(after[VALID], before[VALID])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('spec', [
     dict(method='srrl'),                                             # teacher head, MSE
     pytest.param(dict(method='srrl', sr_loss='kl', layers=('stage2', 'last')),  # forward_from, KL
@@ -295,7 +297,8 @@ def test_sskd_on_a_masked_batch_equals_the_valid_rows(phase):
   assert np.isfinite(float(m['loss/sskd']))
 
 
-@pytest.mark.parametrize('alternate', [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('alternate', [False, True])
 def test_dml_on_a_masked_batch_equals_the_valid_rows(alternate):
   # Every member's CE and KL over the valid rows; alternating: two updates, a pass each.
   built = _Built([dict(method='dml', temperature=2.0, alternate=alternate)], ce_weight=0.0,
@@ -416,6 +419,7 @@ def test_a_divisible_dataset_gives_the_unmasked_batches_bit_for_bit():
   jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
 
 
+@pytest.mark.slow
 def test_an_all_valid_mask_matches_the_unmasked_step():
   # The masked program on a full batch (all rows valid) is the unmasked step up to rounding.
   built = _Built([dict(method='kd', weight=0.9)], ce_weight=0.1)
@@ -432,6 +436,7 @@ def _final_params(workdir, cfg):
   return ckpt_lib.restore_exported(os.path.join(workdir, 'checkpoints'))
 
 
+@pytest.mark.slow
 def test_run_keeps_the_last_batch_and_resumes_exactly(tmp_path):
   # 2 epochs of ceil(1437 / 256) = 6 steps; stopped just before an epoch's masked last step.
   cfg = _digits_cfg()

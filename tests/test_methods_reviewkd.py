@@ -205,6 +205,7 @@ def test_weighted_hcl_is_the_weighted_mean_of_per_sample_hcl():
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_reviewkd_ipw_option_weights_samples_and_trains_its_head():
   from kdjax.distill.methods import ipwd as ipwd_losses
   info = api.BuildInfo(cifar_shapes((16, 32, 64), spatial=(8, 4, 2), classes=10),

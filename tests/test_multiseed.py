@@ -112,7 +112,8 @@ def kd_group(teacher_dir, tmp_path_factory):
   return cfg, d, loop.train_and_evaluate(cfg, d)
 
 
-@pytest.mark.parametrize('method', ['kd', pytest.param('crd', marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['kd', 'crd'])
 def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path):
   """Seed index 1 of a 2-seed group: params, optimizer, CRD banks, metrics.jsonl and results.json
   of the separate run with that seed, to float32 rounding (RTOL 1e-5)."""
@@ -163,6 +164,7 @@ def test_group_seed_equals_separate_run(method, teacher_dir, kd_group, tmp_path)
   assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(b['params']['student'])[0])
 
 
+@pytest.mark.slow
 def test_interrupted_group_resumes_exactly(teacher_dir, kd_group, tmp_path):
   """Stop a 2-seed group mid-epoch (step 3 of 5), restart: bit-identical to the uninterrupted group."""
   cfg, full_dir, full = kd_group
@@ -225,6 +227,7 @@ def test_unsupported_combinations_fail_before_compiling(teacher_dir, kd_group, t
   assert multiseed.seed_list(config_lib.from_json(os.path.join(group_dir, 'config.json'))) == [3, 4]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_names_the_seed(teacher_dir, tmp_path):
   cfg = make_cfg(teacher_dir, seed=3, num_seeds=2, epochs=1, **{'optim.lr': 1e30})
   with pytest.raises(loop.NonFiniteLossError,

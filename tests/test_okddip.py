@@ -54,6 +54,7 @@ def test_parameter_count_matches_paper():
     models.create('okddip_wrn_16_2', 7)
 
 
+@pytest.mark.slow
 def test_attention_targets_and_features():
   model = okddip.create_okddip('resnet8', 5, branches=4)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 1)), jnp.float32)

@@ -474,6 +474,7 @@ class TinyConv(nn.Module):
     return nn.Dense(self.num_classes, name='head')(p), {'pooled': p}
 
 
+@pytest.mark.slow
 def test_bss_term_end_to_end_through_step():
   k, n = 4, 8
   teacher, student = TinyConv(k, 6), TinyConv(k, 3)

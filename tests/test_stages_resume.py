@@ -53,6 +53,7 @@ def _restore(workdir, cfg):
   return restored
 
 
+@pytest.mark.slow
 def test_init_stage_trains_only_the_declared_parameters(teacher_dir, tmp_path):
   cfg = fitnet_two_stage(teacher_dir)
   wd = str(tmp_path)
@@ -78,7 +79,8 @@ def uninterrupted(teacher_dir, tmp_path_factory):
   return loop.train_and_evaluate(cfg, wd), _restore(wd, cfg)[1]
 
 
-@pytest.mark.parametrize('stop_at', [SPE // 2, SPE, SPE + 5])
+@pytest.mark.parametrize('stop_at', [SPE // 2, pytest.param(SPE, marks=pytest.mark.slow),
+                                     pytest.param(SPE + 5, marks=pytest.mark.slow)])
 def test_two_stage_run_resumes_exactly(teacher_dir, uninterrupted, tmp_path, stop_at):
   """Stopped inside stage 1, at the boundary, or inside stage 2: same final state."""
   cfg = fitnet_two_stage(teacher_dir)
