@@ -69,6 +69,7 @@ def test_two_pass_variance_survives_a_mean_of_1000_std():
   assert np.abs(np.asarray(y_fast) - ref).max() > 0.1   # the failure the two-pass form avoids
 
 
+@pytest.mark.slow
 def test_model_override_gives_the_unbiased_running_var():
   """Same forward; every BN's running-var update differs by exactly n/(n-1), n = B H W there."""
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))

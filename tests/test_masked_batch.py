@@ -248,8 +248,7 @@ def test_batch_level_terms_on_a_masked_batch_equal_the_valid_rows(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize('spec', [
     dict(method='srrl'),                                             # teacher head, MSE
-    pytest.param(dict(method='srrl', sr_loss='kl', layers=('stage2', 'last')),  # forward_from, KL
-                 marks=pytest.mark.slow)])
+    dict(method='srrl', sr_loss='kl', layers=('stage2', 'last'))])  # teacher forward_from, KL
 def test_srrl_on_a_masked_batch_equals_the_valid_rows(spec):
   # Per-sample feature matching and softmax regression; the connector's BN statistics.
   built = _Built([spec])

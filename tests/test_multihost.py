@@ -75,6 +75,7 @@ def test_two_processes_match_one(tmp_path):
     for x, y in zip(ra, rb):
       for key, v in x.items():
         if key != 'time' and isinstance(v, float):
-          np.testing.assert_allclose(v, y[key], rtol=1e-4, atol=1e-5, err_msg=f'{tag}: {key}')
+          # grad_norm sums every gradient in another order on 4 devices: ~4e-4 after 3 steps.
+          np.testing.assert_allclose(v, y[key], rtol=1e-3, atol=1e-5, err_msg=f'{tag}: {key}')
     assert ja['results']['final']['top1'] == pytest.approx(jb['results']['final']['top1'], abs=1e-9)
     assert jb['results']['devices'] == 4

@@ -228,6 +228,7 @@ def one_net():
   return model, v, x
 
 
+@pytest.mark.slow
 def test_one_model_features_gate_and_ensemble(one_net):
   model, v, x = one_net
   (logits, f), _ = model.apply(v, x, train=True, mutable=['batch_stats'])

@@ -222,6 +222,7 @@ class IEKDTermTest(absltest.TestCase):
       else:
         self.assertLess(float(m1['exp']), float(m0['exp']))  # -distance down: less similar
 
+  @pytest.mark.slow
   def test_ae_phase_and_stage_sharing(self):
     ae_term = _term(dict(method='ie_kd', phase='ae'))
     main_term = _term(dict(method='ie_kd'))

@@ -51,10 +51,11 @@ SCRIPT = textwrap.dedent('''
     if mode == 'crd':
         mem = a['aux_state']['crd']['memory']
         assert {'memory_s', 'memory_t', 'z'} <= set(mem) and float(mem['z'][0]) > 0  # Z was set
-    # Cross-device reductions sum in another order: equal to float32 rounding.
+    # Cross-device reductions sum in another order: equal to float32 rounding, which six
+    # momentum-SGD steps amplify to ~5e-4 of a small BN bias (a sharding bug would be O(1e-1)).
     # (CRD's normaliser Z is ~1e3, so the tolerance is relative.)
     def close(path, x, y):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path))
     jax.tree_util.tree_map_with_path(close, a, b)
     print('OK')
 ''')

@@ -75,6 +75,7 @@ def _tx(o, params, terms):
   return optim.make_tx(o, optim.learning_rate(o, 1, 1), params, update_groups=groups)
 
 
+@pytest.mark.slow
 def test_update_groups_use_the_updated_first_network():
   data = _data()
   model = Cohort((Tiny(), Tiny()))

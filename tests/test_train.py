@@ -91,6 +91,7 @@ def _final_params(workdir, cfg):
   return step, state
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_matches_uninterrupted(teacher_dir, tmp_path):
   """Exact resume: stop mid-epoch, restart, compare params and metrics bit for bit."""
   cfg = kd_cfg(teacher_dir, epochs=2)
