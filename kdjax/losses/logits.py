@@ -15,6 +15,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses.masking import masked_mean
+
 Array = jax.Array
 
 
@@ -47,7 +49,7 @@ def kd(student_logits: Array, teacher_logits: Array, *, temperature: float = 4.0
 
 
 def soft_cross_entropy(student_logits: Array, target_probs: Array, *,
-                       temperature: float = 1.0) -> Array:
+                       temperature: float = 1.0, mask: Array | None = None) -> Array:
   """Soft cross-entropy -mean_n sum_k q_nk log softmax(z_n / tau)_k, no tau^2.
 
   As in BSS (`L_soft`, tau=3 in the official code) and PS-KD (tau=1).
@@ -56,6 +58,7 @@ def soft_cross_entropy(student_logits: Array, target_probs: Array, *,
     student_logits: [N, K].
     target_probs: [N, K] target distribution; no gradient flows into it.
     temperature: tau applied to the student logits only.
+    mask: optional 0/1 [N] (a masked last batch): the mean runs over the rows with mask 1.
 
   Returns:
     A scalar.
@@ -63,4 +66,4 @@ def soft_cross_entropy(student_logits: Array, target_probs: Array, *,
   check_logit_pair(student_logits, target_probs)
   q = jax.lax.stop_gradient(target_probs).astype(jnp.float32)
   log_p = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
-  return -jnp.mean(jnp.sum(q * log_p, axis=-1))
+  return masked_mean(-jnp.sum(q * log_p, axis=-1), mask)

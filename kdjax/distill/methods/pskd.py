@@ -76,10 +76,7 @@ def pskd_loss(logits: Array, targets: Array, mask: Array | None = None) -> Array
 
   With a 0/1 `mask` [N] the mean runs over the valid rows only.
   """
-  if mask is None:
-    return losses.soft_cross_entropy(logits, targets, temperature=1.0)
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return losses.masked_mean(-jnp.sum(targets * log_p, axis=-1), mask)
+  return losses.soft_cross_entropy(logits, targets, temperature=1.0, mask=mask)
 
 
 def update_memory(memory: Array, index: Array, logits: Array, mask: Array | None = None) -> Array:
