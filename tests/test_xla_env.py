@@ -14,12 +14,23 @@ OPT = f'--{xla_env.OPTION}={xla_env.VALUE}'
 
 def test_apply_appends_the_option_to_existing_flags():
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-  assert xla_env.apply(env)
+  assert xla_env.apply(env, jaxlib_version='0.10.2')
   assert env['XLA_FLAGS'] == f'--xla_force_host_platform_device_count=8 {OPT}'
-  assert not xla_env.apply(env)  # idempotent
+  assert not xla_env.apply(env, jaxlib_version='0.10.2')  # idempotent
   assert env['XLA_FLAGS'].count(xla_env.OPTION) == 1
   empty = {}
-  assert xla_env.apply(empty) and empty['XLA_FLAGS'] == OPT
+  assert xla_env.apply(empty, jaxlib_version='0.10.2') and empty['XLA_FLAGS'] == OPT
+
+
+def test_only_a_jaxlib_known_to_have_the_option_gets_it():
+  # XLA aborts the process on an unknown flag, so an untested jaxlib keeps XLA's default...
+  env = {}
+  assert not xla_env.apply(env, jaxlib_version='0.11.0') and 'XLA_FLAGS' not in env
+  assert not xla_env.apply(env, jaxlib_version='') and 'XLA_FLAGS' not in env
+  assert xla_env.apply(env, jaxlib_version='0.10.7') and env['XLA_FLAGS'] == OPT
+  # ...unless the user asks for the option explicitly.
+  env = {xla_env.OPT_OUT: '0'}
+  assert xla_env.apply(env, jaxlib_version='0.11.0') and env['XLA_FLAGS'] == OPT
 
 
 def test_user_choice_and_opt_out_win():
