@@ -32,11 +32,11 @@ SCRIPT = textwrap.dedent('''
         cfg.epochs = 1; cfg.progress_bar = False; cfg.optim.warmup_epochs = 0.0
         return cfg
 
-    def run(cfg, n_dev, workdir):
+    def run(cfg, n_dev, workdir, steps=6):
         orig = setup_lib.make_mesh
         setup_lib.make_mesh = lambda: orig(jax.devices()[:n_dev])
         try:
-            loop.train_and_evaluate(cfg, workdir, stop_after_steps=6)
+            loop.train_and_evaluate(cfg, workdir, stop_after_steps=steps)
             s = setup_lib.build(cfg)
             c = ck.Checkpointer(workdir + '/checkpoints')
             step, state = loop.restore(s, c, setup_lib.init_variables(s)); c.close()
@@ -45,6 +45,18 @@ SCRIPT = textwrap.dedent('''
             setup_lib.make_mesh = orig
 
     cfg = config()
+    # One step, before any amplification: the updates (and banks) agree to float32 rounding
+    # (measured: 1.8e-5 of a leaf's largest update; a per-device BN statistic would be ~1e-1).
+    s = setup_lib.build(cfg)
+    init = jax.device_get(setup_lib.init_variables(s)['params'])
+    _, a = run(cfg, 1, tempfile.mkdtemp(), steps=1)
+    _, b = run(cfg, 8, tempfile.mkdtemp(), steps=1)
+    def tight(path, x, y):
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-4 * float(np.max(np.abs(y))) + 1e-12,
+                                   err_msg='one step: ' + jax.tree_util.keystr(path))
+    sub = lambda tree: jax.tree.map(np.subtract, tree, init)
+    jax.tree_util.tree_map_with_path(tight, sub(a['params']), sub(b['params']))
+    jax.tree_util.tree_map_with_path(tight, a['aux_state'], b['aux_state'])
     s1, a = run(cfg, 1, tempfile.mkdtemp())
     s8, b = run(cfg, 8, tempfile.mkdtemp())
     assert s1 == s8 == 6
