@@ -133,7 +133,8 @@ def materialize(x):
   A conditional's operand must exist in memory, and XLA keeps a conditional whose
   predicate it cannot evaluate. This one is true for every x (any bit pattern OR 1 is
   nonzero); the other branch differs from the identity only so that XLA does not merge
-  the two branches and drop the conditional.
+  the two branches and drop the conditional. Under vmap (seed groups) the predicate is
+  batched and JAX turns the conditional into a select: same values, no materialising.
   """
   first = x.reshape(-1)[0]
   bits = lax.bitcast_convert_type(first, jnp.dtype(f'uint{8 * first.dtype.itemsize}'))
