@@ -64,7 +64,8 @@ def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', s
       del os.environ['KDJAX_CPU_FOLD_TEACHER_BN']
     else:
       os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = old
-  return prep, prep.batch_size * prep.steps_per_call * seeds
+  assert prep.num_seeds == seeds, (prep.num_seeds, seeds)
+  return prep, prep.batch_size * prep.steps_per_call * prep.num_seeds
 
 
 def main() -> int:

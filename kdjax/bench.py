@@ -23,7 +23,7 @@ from kdjax import data as data_lib
 from kdjax import models
 from kdjax import xla_env
 from kdjax.models import fold
-from kdjax.train import inputs, loop, optim, setup as setup_lib
+from kdjax.train import inputs, loop, multiseed, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
 SHAPES = {
@@ -69,7 +69,9 @@ def _teacher(cfg, dataset):
 class PreparedStep:
   """A compiled train step on synthetic data; `__call__()` runs one step and blocks.
 
-  `compile_s` is the first (compiling) call's time. Used by `time_step` and by
+  `compile_s` is the first (compiling) call's time. A config with num_seeds > 1 (or
+  seeds) compiles the seed group's vmapped step; `num_seeds` says how many batches
+  of `batch_size` one step trains. Used by `time_step` and by
   the side-by-side benchmarks in benchmarks/ (which alternate it with PyTorch).
   """
 
@@ -81,15 +83,27 @@ class PreparedStep:
     dataset = synthetic_dataset(cfg, pool=4 * bs)
     # A given teacher replaces the config's checkpoint in build().
     setup = self.setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
-    variables = setup_lib.init_variables(setup)
-    tx, _ = optim.stage_tx(setup, 0, variables['params'])
     repl = setup_lib.replicated(setup.mesh)
-    self.state = loop.fresh_state(setup, variables)
-    batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
-                                         steps_per_epoch=setup.steps_per_epoch)
-    # The program training runs: a compiled loop of k = steps_per_dispatch steps per call.
+    # The program training runs: a compiled loop of k = steps_per_dispatch steps per call,
+    # vmapped over the seeds of a seed group (num_seeds / seeds).
     self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
-    self.compiled = loop._dispatcher(setup, 0, tx, batch_fn, k)
+    if multiseed.is_group(cfg):
+      seeds = multiseed.check_group(cfg)
+      variables = multiseed.init_group(setup, seeds)
+      self.state = multiseed.fresh_state(setup, variables)
+      tx, _ = optim.stage_tx(setup, 0, variables['params'])
+      fn = multiseed.compile_group_stage(setup, 0, tx, steps=k)
+      seed_arr = jax.device_put(jnp.asarray(seeds, jnp.int32), repl)
+      self.compiled = lambda s, t, d, n: fn(s, t, d, seed_arr, n)
+    else:
+      seeds = [cfg.seed]
+      variables = setup_lib.init_variables(setup)
+      self.state = loop.fresh_state(setup, variables)
+      tx, _ = optim.stage_tx(setup, 0, variables['params'])
+      batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
+                                           steps_per_epoch=setup.steps_per_epoch)
+      self.compiled = loop._dispatcher(setup, 0, tx, batch_fn, k)
+    self.num_seeds = len(seeds)
     self.train_step = lambda s, t, d: self.compiled(s, t, d, np.int32(k))
     self.data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
     self.tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)
@@ -130,7 +144,9 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
   prep = PreparedStep(cfg, teacher_arch)
   bs = prep.batch_size
   step_s = median_time(prep, max(1, steps // prep.steps_per_call)) / prep.steps_per_call
-  out = {'compile_s': prep.compile_s, 'step_ms': step_s * 1e3, 'images_per_sec': bs / step_s,
+  # A seed group's step trains every seed on its own batch.
+  out = {'compile_s': prep.compile_s, 'step_ms': step_s * 1e3,
+         'images_per_sec': bs * prep.num_seeds / step_s, 'seeds': prep.num_seeds,
          'teacher_share': 0.0, 'teacher_bn_folded': _folded(prep.setup)}
   if prep.setup.teacher is not None:
     tfwd = prep.teacher_forward()
@@ -143,7 +159,9 @@ def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '')
   devices = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
   if jax.default_backend() == 'cpu':
     devices += f', convolutions via {xla_env.cpu_convolutions()} (kdjax/xla_env.py)'
-  print(f'kdjax bench: {cfg.model.name} on {cfg.data.name}, batch {cfg.optim.batch_size}, '
+  seeds = len(multiseed.seed_list(cfg)) if multiseed.is_group(cfg) else 1
+  group = f' x {seeds} seeds (one vmapped step)' if seeds > 1 else ''
+  print(f'kdjax bench: {cfg.model.name} on {cfg.data.name}, batch {cfg.optim.batch_size}{group}, '
         f'terms {list(cfg.distill.terms.keys()) or "none"}, devices {devices}', flush=True)
   if per_term:
     rows = {}
