@@ -3,8 +3,9 @@
 Synopsis:
   y, mean, var = batch_norm_train(x, scale, bias, eps)   train-mode BN, analytic backward
   conv_general_dilated(lhs, rhs, ...)                     lax's conv; on CPU its saved input is
-                                                          materialised and a strided conv's
-                                                          input gradient is polyphase
+                                                          materialised, a strided conv's
+                                                          input gradient is polyphase and
+                                                          vmapped weights run per seed
 
 Both compute the same numbers as autodiff of the plain formula (to float32
 rounding; tests/test_grads.py checks them against it).
@@ -39,6 +40,9 @@ rounding; tests/test_grads.py checks them against it).
   `materialize`, which XLA cannot fuse through; the forward already holds x in memory
   for the conv, so nothing is computed twice. resnet8x4 forward + backward (batch 64,
   2-core CPU): 702 -> 613 ms (benchmarks/README.md).
+
+* Seed groups on CPU. vmap over the seeds' weights would make every conv (forward and
+  both gradients) one grouped conv; `per_weight` runs them per seed instead.
 """
 
 from __future__ import annotations
@@ -109,34 +113,80 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
                                  feature_group_count, batch_group_count)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding) if polyphase else None
 
-  @jax.custom_vjp
-  def cpu_conv(x, w):
-    return conv(x, w)
-
-  def forward(x, w):
-    return conv(x, w), (materialize(x), w)
-
-  def backward(res, g):
-    x, w = res
+  def input_and_filter_grads(x, w, g):
     if not polyphase:
       return jax.vjp(conv, x, w)[1](g)
     dw, = jax.vjp(lambda w_: conv(x, w_), w)[1](g)
     return polyphase_input_grad(g, w, x.shape, strides, pads).astype(x.dtype), dw
 
+  per_seed_conv = per_weight(conv)
+  saved = per_weight(lambda x, w: (conv(x, w), materialize(x, w)))
+  grads_of = per_weight(input_and_filter_grads)
+
+  @jax.custom_vjp
+  def cpu_conv(x, w):
+    return per_seed_conv(x, w)
+
+  def forward(x, w):
+    y, x_saved = saved(x, w)
+    return y, (x_saved, w)
+
+  def backward(res, g):
+    return grads_of(res[0], res[1], g)
+
   cpu_conv.defvjp(forward, backward)
   return cpu_conv(lhs, rhs)
 
 
-def materialize(x):
+def per_weight(fn):
+  """fn(x, w, ...), whose vmap over a batched weight w runs fn once per weight.
+
+  Seed groups vmap the student's weights. JAX's rule for a conv with batched
+  inputs and weights is one grouped conv, which XLA:CPU runs 1.3-1.6x slower than
+  the same convs one after another (fwd + bwd of a 64-channel 3x3 conv, 3 seeds,
+  batch 64: 461 vs 292 ms); those separate convs give each seed exactly the
+  numbers of a single run. A weight shared by the vmapped rows (a seed group's
+  teacher) keeps JAX's rule, which folds them into the conv's batch.
+  """
+  wrapped = jax.custom_batching.custom_vmap(fn)
+
+  @wrapped.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    if not in_batched[1]:
+      out = jax.vmap(fn, in_axes=[0 if b else None for b in in_batched])(*args)
+    else:
+      outs = [wrapped(*(a[i] if b else a for a, b in zip(args, in_batched)))
+              for i in range(axis_size)]
+      out = jax.tree.map(lambda *o: jnp.stack(o), *outs)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return wrapped
+
+
+@jax.custom_batching.custom_vmap
+def materialize(x, key):
   """x, as an array of its own: XLA cannot fuse x's producer into x's consumers.
 
   A conditional's operand must exist in memory, and XLA keeps a conditional whose
-  predicate it cannot evaluate. This one is true for every x (any bit pattern OR 1 is
-  nonzero); the other branch differs from the identity only so that XLA does not merge
-  the two branches and drop the conditional. Under vmap (seed groups) the predicate is
-  batched and JAX turns the conditional into a select: same values, no materialising.
+  predicate it cannot evaluate. This one is true for every value of `key`'s first
+  element (any bit pattern OR 1 is nonzero); the other branch differs from the identity
+  only so that XLA does not merge the two branches and drop the conditional. The conv
+  passes its weight as `key`: replicated over a data-parallel mesh, so reading it needs
+  no cross-device op (x's first element lives on one device: one all-reduce per conv).
   """
-  first = x.reshape(-1)[0]
+  return _materialize(x, key)
+
+
+@materialize.def_vmap
+def _materialize_vmap(axis_size, in_batched, x, key):
+  # JAX would turn a conditional with a batched predicate into a select, which XLA fuses
+  # through. The predicate is true for any element, so read it from the whole stacked key.
+  del axis_size
+  return _materialize(x, key), in_batched[0]
+
+
+def _materialize(x, key):
+  first = key.reshape(-1)[0]
   bits = lax.bitcast_convert_type(first, jnp.dtype(f'uint{8 * first.dtype.itemsize}'))
   return lax.cond(lax.bitwise_or(bits, jnp.ones_like(bits)) != 0, lambda v: v, jnp.zeros_like, x)
 
