@@ -2,9 +2,11 @@
 
 Run as one process (4 devices) or by launch/local_multiprocess.py (2 x 2).
 Trains (if absent) a digits teacher, then for each run in RUNS (kd, crd,
-kd_stream): 3 steps -> checkpoint -> resume -> end of epoch 1 with evaluation.
-Process 0 writes OUT/<run>.npz (params and auxiliary state of the final
-checkpoint) and OUT/<run>.json (metrics records, results).
+kd_stream): 1 step -> checkpoint -> resume -> step 3 -> checkpoint -> resume
+-> end of epoch 1 with evaluation. Process 0 writes OUT/<run>_step1.npz (the
+parameter update and auxiliary state after one step), OUT/<run>.npz (params and
+auxiliary state of the final checkpoint) and OUT/<run>.json (metrics records,
+results).
 """
 
 import builtins
@@ -106,6 +108,20 @@ if not os.path.exists(os.path.join(teacher, 'checkpoints')):
   t.epochs, t.progress_bar = 1, False
   loop.train_and_evaluate(t, teacher, stop_after_steps=4)
 
+def restored(cfg, workdir):
+  s = setup_lib.build(cfg)
+  c = ck.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  step, state = loop.restore(s, c, setup_lib.init_variables(s))
+  c.close()
+  return s, int(step), state
+
+
+def save(name, tree):
+  if rank == 0:
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    np.savez(os.path.join(out, f'{name}.npz'), **{jax.tree_util.keystr(p): np.asarray(v) for p, v in flat})
+
+
 real_build = setup_lib.build
 if rank != 0:
   guard_writes(out)
@@ -115,23 +131,24 @@ for run in runs:
   if run.endswith('_stream'):
     setup_lib.build = lambda c, **kw: real_build(
         c, **{**kw, 'dataset': streamed(data_lib.load(c.data))})
+  # After one step (before momentum and ReLU kinks amplify rounding): the parameter updates.
+  assert loop.train_and_evaluate(cfg, workdir, stop_after_steps=1) == {'interrupted': True, 'step': 1}
+  s, step, state = restored(cfg, workdir)
+  assert step == 1
+  init = setup_lib.init_variables(s)['params']
+  save(f'{run}_step1', {'update': jax.tree.map(lambda a, b: a - b, state['params'], init),
+                        'aux_state': state['aux_state']})
   stopped = loop.train_and_evaluate(cfg, workdir, stop_after_steps=3)
   assert stopped == {'interrupted': True, 'step': 3}, stopped
   results = loop.train_and_evaluate(cfg, workdir)
-  s = setup_lib.build(cfg)
-  c = ck.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  step, state = loop.restore(s, c, setup_lib.init_variables(s))
-  c.close()
+  s, step, state = restored(cfg, workdir)
   setup_lib.build = real_build
-  flat = jax.tree_util.tree_flatten_with_path(
-      jax.device_get({k: state[k] for k in ('params', 'aux_state', 'batch_stats')}))[0]
+  save(run, {k: state[k] for k in ('params', 'aux_state', 'batch_stats')})
   if rank == 0:
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       records = [json.loads(line) for line in f if line.strip()]
-    np.savez(os.path.join(out, f'{run}.npz'),
-             **{jax.tree_util.keystr(p): np.asarray(v) for p, v in flat})
     with open(os.path.join(out, f'{run}.json'), 'w') as f:
-      json.dump({'process_count': nproc, 'step': int(step), 'stopped_at': 3,
+      json.dump({'process_count': nproc, 'step': step, 'stopped_at': 3,
                  'steps_per_epoch': s.steps_per_epoch, 'records': records,
                  'results': results}, f)
   print(f'{run} done', flush=True)
