@@ -118,10 +118,12 @@ class PreparedStep:
     return m
 
   def teacher_forward(self):
-    """A jitted eval-mode teacher forward on one batch; `fn()` runs and blocks."""
+    """A jitted eval-mode teacher forward on one step's images (every seed's batch of a
+    group: its shared teacher sees them all); `fn()` runs and blocks."""
     setup = self.setup
     tfn = jax.jit(lambda v, x: setup.teacher.model.apply(v, x, train=False))
-    x = jax.device_put(jnp.zeros((self.batch_size,) + self.image_shape, jnp.float32),
+    rows = self.batch_size * self.num_seeds
+    x = jax.device_put(jnp.zeros((rows,) + self.image_shape, jnp.float32),
                        setup_lib.data_sharded(setup.mesh))
     return lambda: jax.block_until_ready(tfn(self.tvars, x))
 
