@@ -32,6 +32,24 @@ class NotAvailable(Exception):
   pass
 
 
+def contestant_config(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1):
+  """configs/examples/kd.py at `batch`, random resnet32x4 teacher, with the variant's keys
+  (tests/test_bench.py checks they are the keys kdjax reads); NotAvailable if it lacks one."""
+  from kdjax import config as config_lib
+  cfg = config_lib.load(os.path.join(os.path.dirname(HERE), 'configs', 'examples', 'kd.py'))
+  with cfg.unlocked():
+    cfg.optim.batch_size = batch
+    cfg.teacher.checkpoint = ''
+    cfg.teacher.arch = 'resnet32x4'
+  for key, value, default in (('steps_per_dispatch', steps_per_dispatch, 1), ('num_seeds', seeds, 1),
+                              ('dtype', dtype, '')):
+    if value != default:
+      if key not in cfg:
+        raise NotAvailable(f'this kdjax has no config.{key}')
+      cfg[key] = value
+  return cfg
+
+
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,
                      fold_teacher_bn: bool = False):
   """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant.
@@ -40,21 +58,7 @@ def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', s
   its convs (KDJAX_CPU_FOLD_TEACHER_BN=1 during the build; off by default).
   """
   from kdjax import bench
-  from kdjax import config as config_lib
-  cfg = config_lib.load(os.path.join(os.path.dirname(HERE), 'configs', 'examples', 'kd.py'))
-  with cfg.unlocked():
-    cfg.optim.batch_size = batch
-    cfg.teacher.checkpoint = ''
-    cfg.teacher.arch = 'resnet32x4'
-  for key, value, default in (('steps_per_dispatch', steps_per_dispatch, 1), ('num_seeds', seeds, 1)):
-    if value != default:
-      if key not in cfg:
-        raise NotAvailable(f'this kdjax has no config.{key}')
-      cfg[key] = value
-  if dtype:
-    if 'dtype' not in cfg.model:
-      raise NotAvailable('this kdjax has no config.model.dtype (mixed precision)')
-    cfg.model.dtype = dtype
+  cfg = contestant_config(batch, steps_per_dispatch, dtype, seeds)
   old = os.environ.get('KDJAX_CPU_FOLD_TEACHER_BN')
   os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = '1' if fold_teacher_bn else '0'
   try:
@@ -78,7 +82,7 @@ def main() -> int:
   ap.add_argument('--no_channels_last', action='store_true')
   ap.add_argument('--torch_threads', type=int, default=0, help='torch.set_num_threads (0: default)')
   ap.add_argument('--scan', type=int, default=0, help='also kdjax with steps_per_dispatch=K')
-  ap.add_argument('--bf16', action='store_true', help='also kdjax with model.dtype=bfloat16')
+  ap.add_argument('--bf16', action='store_true', help='also kdjax with dtype=bfloat16')
   ap.add_argument('--seeds', type=int, default=0, help='also kdjax with N vmapped seeds')
   ap.add_argument('--no_torch', action='store_true', help='kdjax variants only')
   ap.add_argument('--folded', action='store_true',

@@ -1,5 +1,8 @@
 """kdjax.bench: the prepared step is the program training runs, seed groups included."""
 
+import importlib.util
+import os
+
 import jax
 import numpy as np
 
@@ -7,6 +10,14 @@ from kdjax import bench
 from kdjax.config import import_module
 
 recipes = import_module('common')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_script(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def test_prepared_step_of_a_seed_group_trains_every_seed():
@@ -25,3 +36,20 @@ def test_prepared_step_of_a_seed_group_trains_every_seed():
   assert not np.allclose(kernels[0][0], kernels[0][1])   # seeds 0 and 1: their own init
   m = jax.device_get(prep())
   assert np.shape(m['loss/total']) == (1, 2) and np.all(np.isfinite(m['loss/total']))
+
+
+def test_benchmark_variants_set_the_keys_kdjax_reads():
+  # benchmarks/cpu_vs_torch.py (and accelerator.sh through it) once set `model.dtype`, which
+  # kdjax never reads, and reported bf16 as unavailable. Each variant must change the step.
+  import jax.numpy as jnp
+  from kdjax import config as config_lib
+  from kdjax.train import loop, multiseed, setup as setup_lib
+  cpu_vs_torch = _load_script('benchmarks/cpu_vs_torch.py')
+  cfg = cpu_vs_torch.contestant_config(64, steps_per_dispatch=8, dtype='bfloat16', seeds=5)
+  config_lib.check(cfg)
+  assert setup_lib.compute_dtype(cfg) == {'dtype': jnp.bfloat16}
+  assert multiseed.seed_list(cfg) == [cfg.seed + k for k in range(5)]
+  assert loop.steps_per_dispatch(cfg, bench.synthetic_dataset(cfg, pool=8)) == 8
+  plain = cpu_vs_torch.contestant_config(64)
+  assert (plain.optim.batch_size, plain.teacher.arch, plain.model.name) == (64, 'resnet32x4', 'resnet8x4')
+  assert setup_lib.compute_dtype(plain) == {} and not multiseed.is_group(plain)
