@@ -1,6 +1,7 @@
 """kdjax.models.grads: the hand-written BN and strided-conv gradients equal autodiff of the formulas."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -120,12 +121,14 @@ def test_cpu_strided_conv_gradient_has_no_dilated_input_conv():
 
 
 def test_stride_one_grouped_and_string_padding_convs_give_lax_values():
-  # These keep lax's own backward: only the saved input is materialised, so values are equal bit for bit.
+  # Stride-1 gradients are written as the convs XLA itself makes of lax's transposes, and
+  # grouped convs keep lax's backward: values, dx and dw equal lax's bit for bit.
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
   for args, kw in [(((1, 1), ((1, 1), (1, 1))), {}),                    # stride 1
-                   (((2, 2), ((1, 1), (1, 1))), {'feature_group_count': 2}),   # grouped
-                   (((2, 2), 'SAME'), {})]:                           # string padding
+                   (((1, 1), ((0, 2), (1, 0))), {}),                    # asymmetric padding
+                   (((1, 1), 'SAME'), {}),                              # string padding
+                   (((2, 2), ((1, 1), (1, 1))), {'feature_group_count': 2})]:  # grouped
     kern = jnp.asarray(rng.normal(size=(3, 3, 4 // kw.get('feature_group_count', 1), 4)), jnp.float32)
     f = lambda conv: (lambda x_, k_: conv(jnp.maximum(x_, 0.), k_, *args,
                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), **kw))
@@ -134,7 +137,42 @@ def test_stride_one_grouped_and_string_padding_convs_give_lax_values():
     np.testing.assert_array_equal(y, want_y)
     dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
     for got, want in zip(jax.jit(vjp)(dy), jax.jit(want_vjp)(dy)):
-      np.testing.assert_array_equal(got, want)
+      np.testing.assert_array_equal(got, want, err_msg=str(args))
+
+
+def test_strided_string_padding_takes_the_explicit_padding_path():
+  # 'SAME' with stride 2 pads (0, 1): its gradients are those of the explicit padding (the
+  # polyphase input gradient), and agree with lax's to float32 rounding.
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
+  kern = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  grads_of = lambda conv, pad: jax.jit(jax.grad(
+      lambda x_, k_: jnp.sum(jnp.sin(conv(x_, k_, (2, 2), pad, dimension_numbers=dn))), (0, 1)))
+  same = grads_of(grads.conv_general_dilated, 'SAME')(x, kern)
+  explicit = grads_of(grads.conv_general_dilated, ((0, 1), (0, 1)))(x, kern)
+  reference = grads_of(lax.conv_general_dilated, 'SAME')(x, kern)
+  for a, b, c in zip(same, explicit, reference):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_gradients_inside_a_loop_are_plain_convs():
+  # XLA:CPU leaves lax's transposed convs (kernel 01oi, input f01b) unrewritten inside a
+  # while loop and runs them 3-100x slower; the written-out gradients have only NHWC/HWIO convs.
+  x = jnp.ones((2, 8, 8, 4))
+  kern = jnp.ones((3, 3, 4, 4))
+
+  def loop_of(conv, stride):
+    def body(_, k_):
+      return k_ - 1e-3 * jax.grad(lambda k2: jnp.sum(conv(
+          x, k2, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2))(k_)
+    return jax.jit(lambda k_, n: lax.fori_loop(0, n, body, k_)).lower(kern, 1).compile().as_text()
+
+  for stride in (1, 2):
+    labels = set(re.findall(r'dim_labels=(\S+?),', loop_of(grads.conv_general_dilated, stride)))
+    assert labels == {'b01f_01io->b01f'}, labels
+  assert len(set(re.findall(r'dim_labels=(\S+?),', loop_of(lax.conv_general_dilated, 1)))) > 1
 
 
 def test_cpu_conv_saves_a_materialised_input():
@@ -226,7 +264,9 @@ def test_materialize_needs_no_cross_device_read():
   out = subprocess.run([sys.executable, '-c', _SHARDED], env=env, capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.strip().splitlines()[-1] == "['f32[3,3,4,8]{3,2,1,0}']", out.stdout
+  # One all-reduce, of the filter gradient's 3 * 3 * 4 * 8 entries (in some dimension order).
+  reduced = eval(out.stdout.strip().splitlines()[-1])
+  assert len(reduced) == 1 and sorted(re.findall(r'\d+', reduced[0].split(']')[0][4:])) == ['3', '3', '4', '8'], reduced
 
 
 @pytest.mark.slow
@@ -251,3 +291,52 @@ def test_resnet_gradients_unchanged_by_the_custom_vjps():
   finally:
     grads.conv_general_dilated, grads.batch_norm_train = orig_conv, orig_bn
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), got, want)
+
+
+@pytest.mark.parametrize('stride,padding,size', [(1, ((1, 1), (1, 1)), 7), (2, ((1, 1), (1, 1)), 7),
+                                                 (2, ((1, 1), (1, 1)), 8), (2, ((0, 1), (2, 0)), 6),
+                                                 (1, 'SAME', 5)])
+def test_depthwise_conv_matches_lax(stride, padding, size):
+  # CPU depthwise convs are kh*kw shifted multiply-adds (XLA:CPU's grouped conv took 282 ms
+  # for a forward that this does in 8): the same sums in another order, with their VJP.
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, size, size, 5)), jnp.float32)
+  kern = jnp.asarray(rng.normal(size=(3, 3, 1, 5)), jnp.float32)
+  f = lambda conv: (lambda x_, k_: conv(x_, k_, (stride, stride), padding, feature_group_count=5,
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  y, vjp = jax.vjp(f(grads.conv_general_dilated), x, kern)
+  want_y, want_vjp = jax.vjp(f(lax.conv_general_dilated), x, kern)
+  np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  for got, want in zip(vjp(dy), want_vjp(dy)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  text = jax.jit(jax.grad(lambda x_, k_: jnp.sum(f(grads.conv_general_dilated)(x_, k_) ** 2), (0, 1))
+                 ).lower(x, kern).compile().as_text()
+  assert ' convolution(' not in text
+
+
+def test_depthwise_and_few_group_convs_under_seed_vmap_and_bf16():
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 6)), jnp.float32)
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  for groups, k in [(6, 3), (3, 1)]:   # MobileNet's depthwise, ShuffleNet's grouped 1x1
+    kern = jnp.asarray(rng.normal(size=(3, k, k, 6 // groups, 6)), jnp.float32)
+    f = lambda conv: (lambda k_, x_: jnp.sum(jnp.sin(conv(x_, k_, (1, 1), ((k // 2,) * 2,) * 2,
+                                                          feature_group_count=groups, dimension_numbers=dn))))
+    got = jax.vmap(jax.grad(f(grads.conv_general_dilated), (0, 1)))(kern, x)
+    want = jax.vmap(jax.grad(f(lax.conv_general_dilated), (0, 1)))(kern, x)
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # bf16 inputs (config.dtype=bfloat16): close to the float32 result, dtype kept.
+    y16 = grads.conv_general_dilated(x[0].astype(jnp.bfloat16), kern[0].astype(jnp.bfloat16), (1, 1),
+                                     ((k // 2,) * 2,) * 2, feature_group_count=groups, dimension_numbers=dn)
+    y32 = lax.conv_general_dilated(x[0], kern[0], (1, 1), ((k // 2,) * 2,) * 2,
+                                   feature_group_count=groups, dimension_numbers=dn)
+    assert y16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y16, np.float32), y32, rtol=3e-2, atol=3e-2 * float(jnp.abs(y32).max()))
+  # ShuffleNet's grouped 1x1: one plain conv per group, forward values equal lax's bit for bit.
+  kern = jnp.asarray(rng.normal(size=(1, 1, 2, 6)), jnp.float32)
+  args = ((1, 1), ((0, 0), (0, 0)))
+  np.testing.assert_array_equal(
+      grads.conv_general_dilated(x[0], kern, *args, feature_group_count=3, dimension_numbers=dn),
+      lax.conv_general_dilated(x[0], kern, *args, feature_group_count=3, dimension_numbers=dn))
