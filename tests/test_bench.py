@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from kdjax import bench
 from kdjax.config import import_module
@@ -20,6 +21,7 @@ def _load_script(path):
   return module
 
 
+@pytest.mark.slow
 def test_prepared_step_of_a_seed_group_trains_every_seed():
   # A config with num_seeds=2 must time the vmapped group step (two batches per step), not
   # one seed's step counted twice.

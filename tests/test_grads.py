@@ -293,9 +293,10 @@ def test_resnet_gradients_unchanged_by_the_custom_vjps():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), got, want)
 
 
-@pytest.mark.parametrize('stride,padding,size', [(1, ((1, 1), (1, 1)), 7), (2, ((1, 1), (1, 1)), 7),
-                                                 (2, ((1, 1), (1, 1)), 8), (2, ((0, 1), (2, 0)), 6),
-                                                 (1, 'SAME', 5)])
+@pytest.mark.parametrize('stride,padding,size', [
+    (1, ((1, 1), (1, 1)), 7), (2, ((0, 1), (2, 0)), 6), (1, 'SAME', 5),
+    pytest.param(2, ((1, 1), (1, 1)), 7, marks=pytest.mark.slow),
+    pytest.param(2, ((1, 1), (1, 1)), 8, marks=pytest.mark.slow)])
 def test_depthwise_conv_matches_lax(stride, padding, size):
   # CPU depthwise convs are kh*kw shifted multiply-adds (XLA:CPU's grouped conv took 282 ms
   # for a forward that this does in 8): the same sums in another order, with their VJP.
@@ -315,6 +316,7 @@ def test_depthwise_conv_matches_lax(stride, padding, size):
   assert ' convolution(' not in text
 
 
+@pytest.mark.slow
 def test_depthwise_and_few_group_convs_under_seed_vmap_and_bf16():
   rng = np.random.default_rng(8)
   x = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 6)), jnp.float32)

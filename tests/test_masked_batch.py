@@ -200,6 +200,7 @@ def _check_per_sample(methods):
   assert all(np.isfinite(float(m[f'loss/{k}'])) for k in methods)
 
 
+@pytest.mark.slow
 def test_kd_and_fitnet_on_a_masked_batch_equal_the_valid_rows():
   # FitNet's regressor has BN: its statistics must come from the valid rows too.
   _check_per_sample(['kd', 'fitnet'])

@@ -251,6 +251,7 @@ def test_crd_negatives_from_label_bank():
   assert float(full) > float(masked)
 
 
+@pytest.mark.slow
 def test_crd_without_train_labels_keeps_a_label_bank():
   info, vt = build_info('resnet8x4', 'resnet8', num_train=40, classes=10, labels=False)
   (term,) = api.build_term({'method': 'crd'}, info)

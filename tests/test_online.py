@@ -503,6 +503,7 @@ def test_bss_term_end_to_end_through_step():
       + metrics['bss/attack_ratio'] * metrics['bss/adversarial'], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bss_term_schedule_and_skip():
   """Progress 0 of 4 epochs: r = max(3 (1 - 1/4), 0) + 1 = 3.25, r_a = 2 (1 - 1/3) = 4/3;
   late in training r_a = 0 and no attack runs."""

@@ -79,7 +79,8 @@ def uninterrupted(teacher_dir, tmp_path_factory):
   return loop.train_and_evaluate(cfg, wd), _restore(wd, cfg)[1]
 
 
-@pytest.mark.parametrize('stop_at', [SPE // 2, pytest.param(SPE, marks=pytest.mark.slow),
+@pytest.mark.parametrize('stop_at', [pytest.param(SPE // 2, marks=pytest.mark.slow),
+                                     pytest.param(SPE, marks=pytest.mark.slow),
                                      pytest.param(SPE + 5, marks=pytest.mark.slow)])
 def test_two_stage_run_resumes_exactly(teacher_dir, uninterrupted, tmp_path, stop_at):
   """Stopped inside stage 1, at the boundary, or inside stage 2: same final state."""

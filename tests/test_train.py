@@ -66,6 +66,7 @@ def test_teacher_run_writes_outputs_and_learns(teacher_dir):
   assert os.listdir(os.path.join(teacher_dir, 'tensorboard'))
 
 
+@pytest.mark.slow
 def test_kd_run_reports_teacher_agreement(teacher_dir, tmp_path):
   res = loop.train_and_evaluate(kd_cfg(teacher_dir), str(tmp_path))
   assert 'teacher_agreement' in res['final'] and 'teacher_kl' in res['final']
@@ -106,6 +107,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(teacher_dir, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back(teacher_dir, tmp_path, capsys):
   cfg = kd_cfg(teacher_dir, epochs=2)
   wd = str(tmp_path)
