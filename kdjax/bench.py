@@ -23,7 +23,7 @@ from kdjax import data as data_lib
 from kdjax import models
 from kdjax import xla_env
 from kdjax.models import fold
-from kdjax.train import inputs, loop, multiseed, optim, setup as setup_lib
+from kdjax.train import loop, multiseed, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
 SHAPES = {
@@ -87,23 +87,14 @@ class PreparedStep:
     # The program training runs: a compiled loop of k = steps_per_dispatch steps per call,
     # vmapped over the seeds of a seed group (num_seeds / seeds).
     self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
-    if multiseed.is_group(cfg):
-      seeds = multiseed.check_group(cfg)
-      variables = multiseed.init_group(setup, seeds)
-      self.state = multiseed.fresh_state(setup, variables)
-      tx, _ = optim.stage_tx(setup, 0, variables['params'])
-      fn = multiseed.compile_group_stage(setup, 0, tx, steps=k)
-      seed_arr = jax.device_put(jnp.asarray(seeds, jnp.int32), repl)
-      self.compiled = lambda s, t, d, n: fn(s, t, d, seed_arr, n)
-    else:
-      seeds = [cfg.seed]
-      variables = setup_lib.init_variables(setup)
-      self.state = loop.fresh_state(setup, variables)
-      tx, _ = optim.stage_tx(setup, 0, variables['params'])
-      batch_fn = inputs.in_memory_batch_fn(dataset, cfg.data, seed=0, batch_size=bs,
-                                           steps_per_epoch=setup.steps_per_epoch)
-      self.compiled = loop._dispatcher(setup, 0, tx, batch_fn, k)
-    self.num_seeds = len(seeds)
+    # The training driver's runner, built without a workdir: it writes nothing until
+    # driver.run calls make_dirs, and the benchmark never does.
+    runner = (multiseed.SeedGroup if multiseed.is_group(cfg) else loop.SingleRun)(cfg, setup, '')
+    variables = runner.init_variables()
+    self.state = runner.fresh_state(variables)
+    tx, _ = optim.stage_tx(setup, 0, variables['params'])
+    self.compiled = runner.compile(0, tx, k)
+    self.num_seeds = len(runner.cfgs)
     self.train_step = lambda s, t, d: self.compiled(s, t, d, np.int32(k))
     self.data = jax.device_put({'image': dataset.train_images, 'label': dataset.train_labels}, repl)
     self.tvars = jax.device_put(setup.teacher.variables if setup.teacher else {}, repl)

@@ -52,6 +52,12 @@ class Runner:
   resuming: str = ''
   what_changed: str = 'the model or its auxiliary modules'
 
+  def make_dirs(self) -> None:
+    """Creates the members' directories; `run` calls it, so a runner built without a
+    workdir (kdjax bench) writes nothing."""
+    for d in self.dirs:
+      os.makedirs(d, exist_ok=True)
+
   def init_variables(self):
     """The fresh variables (the abstract target of a restore)."""
     raise NotImplementedError
@@ -112,6 +118,7 @@ def run(runner: Runner, cfg, setup, workdir: str, t_start: float,
         stop_after_steps: int | None = None, on_config_change: str = 'error'):
   """Trains per `cfg` in the locked and claimed `workdir`; returns `runner.outcome(...)`."""
   is_main = jax.process_index() == 0
+  runner.make_dirs()
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
                                repair=is_main)
   writers = [metrics_lib.MetricWriter(d, enabled=is_main) for d in runner.dirs]

@@ -72,7 +72,6 @@ class SingleRun(driver.Runner):
   def __init__(self, cfg, setup, workdir: str):
     self.setup = setup
     self.dirs, self.cfgs = [workdir], [cfg]
-    os.makedirs(workdir, exist_ok=True)
 
   def init_variables(self):
     return setup_lib.init_variables(self.setup)

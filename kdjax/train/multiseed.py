@@ -168,14 +168,16 @@ class SeedGroup(driver.Runner):
     self.setup, self.workdir, self.keep = setup, workdir, cfg.keep_checkpoints
     self.cfgs = [seed_config(cfg, s) for s in self.seeds]
     self.dirs = [os.path.join(workdir, f'seed{k}') for k in range(len(self.seeds))]
-    for d, c in zip(self.dirs, self.cfgs):
-      os.makedirs(d, exist_ok=True)
-      workdir_lib.write_atomic(os.path.join(d, 'config.json'), config_lib.to_json(c))
     self.members = [f'seed {s} ({d})' for s, d in zip(self.seeds, self.dirs)]
     self.resuming = f'{len(self.seeds)} seeds '
     self.what_changed = 'the seeds, the model or its auxiliary modules'
     self.seed_arr = jax.device_put(jnp.asarray(self.seeds, jnp.int32),
                                    setup_lib.replicated(setup.mesh))
+
+  def make_dirs(self):
+    super().make_dirs()
+    for d, c in zip(self.dirs, self.cfgs):
+      workdir_lib.write_atomic(os.path.join(d, 'config.json'), config_lib.to_json(c))
 
   def init_variables(self):
     return init_group(self.setup, self.seeds)
