@@ -12,6 +12,9 @@ torch_rd_step.TorchKDStep in PyTorch's default layout (NCHW) and channels_last.
 Each round times `--steps` steps of every contestant in turn, so load from
 other processes hits all of them alike; the figure per contestant is the
 median step time over all rounds. Prints images/s and kdjax / PyTorch ratios.
+Like the `kdjax` command, the script re-runs itself with the heap on transparent
+huge pages (kdjax/huge_pages.py), which then serve both contestants;
+KDJAX_HUGE_PAGES=0 runs both without.
 On a GPU add `--device cuda` (PyTorch side) and `--compile` (torch.compile).
 """
 
@@ -88,6 +91,8 @@ def main() -> int:
   ap.add_argument('--folded', action='store_true',
                   help='also kdjax with the teacher BN folded into its convs (KDJAX_CPU_FOLD_TEACHER_BN=1)')
   a = ap.parse_args()
+  from kdjax import huge_pages
+  huge_pages.reexec()   # as the kdjax command runs: before JAX (or PyTorch) starts
 
   import jax
   import torch
@@ -130,7 +135,7 @@ def main() -> int:
     contestants[name] = (step, a.batch)
   print(f'set-up {time.perf_counter() - t0:.1f} s; torch {torch.__version__} with '
         f'{torch.get_num_threads()} threads, jax {jax.__version__}; {os.cpu_count()} CPUs; '
-        f'load average {os.getloadavg()[0]:.1f}', flush=True)
+        f'heap huge pages {huge_pages.status()}; load average {os.getloadavg()[0]:.1f}', flush=True)
 
   times = {name: [] for name in contestants}
   for r in range(a.rounds):

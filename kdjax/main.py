@@ -145,6 +145,9 @@ def cmd_config(args, overrides):
 
 
 def run(argv=None) -> int:
+  if argv is None:  # the command line itself (not a call from Python): before JAX starts
+    from kdjax import huge_pages
+    huge_pages.reexec()   # the heap on transparent huge pages (kdjax/huge_pages.py)
   argv = list(sys.argv[1:] if argv is None else argv)
   from kdjax import runtime
   runtime.initialize()  # KDJAX_DISTRIBUTED=1: multi-host (TPU pods, multi-GPU, launch/local_multiprocess.py)
