@@ -10,7 +10,8 @@ hundred to a few thousand faults per step. `kdjax bench`, batch 64, median ms
 per step in alternating processes, 4 KiB pages -> huge pages: mobilenetv2
 231-319 -> 91-139, wrn_40_2 1264-1470 -> 1021-1177, the resnet32x4 ->
 resnet8x4 KD step 1560-1694 -> 1559-1688 and one 2092 (no gain: its page
-faults did not hold up the step). Keeping freed memory mapped instead (no mmap, no trim, one
+faults did not hold up the step). Small jobs lose a little: the digits
+quickstart took 49-56 s against 47-52 s (3 alternations). Keeping freed memory mapped instead (no mmap, no trim, one
 arena) was slower than huge pages for both students.
 
 How. glibc reads GLIBC_TUNABLES once, when the process starts, so the CLI
