@@ -8,7 +8,8 @@ data, batch 64: kdjax's compiled step (`kdjax bench`'s, from
 configs/examples/kd.py, resnet32x4 -> resnet8x4, with a random teacher) and
 torch_rd_step.TorchKDStep in PyTorch's default layout (NCHW) and channels_last.
 `--folded` adds kdjax with the teacher's eval-mode BN folded into its convs
-(the opt-in KDJAX_CPU_FOLD_TEACHER_BN=1).
+(the opt-in KDJAX_CPU_FOLD_TEACHER_BN=1), `--no_winograd` kdjax with XLA's own
+3x3 convs instead of kdjax's Winograd ones (KDJAX_CPU_WINOGRAD=0).
 Each round times `--steps` steps of every contestant in turn, so load from
 other processes hits all of them alike; the figure per contestant is the
 median step time over all rounds. Prints images/s and kdjax / PyTorch ratios.
@@ -54,23 +55,24 @@ def contestant_config(batch: int, steps_per_dispatch: int = 1, dtype: str = '', 
 
 
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,
-                     fold_teacher_bn: bool = False):
+                     env: dict | None = None):
   """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant.
 
-  fold_teacher_bn=True builds the step with the teacher's eval-mode BN folded into
-  its convs (KDJAX_CPU_FOLD_TEACHER_BN=1 during the build; off by default).
+  `env`: environment variables set while the step is built (kdjax reads its CPU
+  options, KDJAX_CPU_FOLD_TEACHER_BN and KDJAX_CPU_WINOGRAD, when it traces).
   """
   from kdjax import bench
   cfg = contestant_config(batch, steps_per_dispatch, dtype, seeds)
-  old = os.environ.get('KDJAX_CPU_FOLD_TEACHER_BN')
-  os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = '1' if fold_teacher_bn else '0'
+  old = {k: os.environ.get(k) for k in env or {}}
+  os.environ.update(env or {})
   try:
     prep = bench.PreparedStep(cfg)
   finally:
-    if old is None:
-      del os.environ['KDJAX_CPU_FOLD_TEACHER_BN']
-    else:
-      os.environ['KDJAX_CPU_FOLD_TEACHER_BN'] = old
+    for k, v in old.items():
+      if v is None:
+        del os.environ[k]
+      else:
+        os.environ[k] = v
   assert prep.num_seeds == seeds, (prep.num_seeds, seeds)
   return prep, prep.batch_size * prep.steps_per_call * prep.num_seeds
 
@@ -90,6 +92,8 @@ def main() -> int:
   ap.add_argument('--no_torch', action='store_true', help='kdjax variants only')
   ap.add_argument('--folded', action='store_true',
                   help='also kdjax with the teacher BN folded into its convs (KDJAX_CPU_FOLD_TEACHER_BN=1)')
+  ap.add_argument('--no_winograd', action='store_true',
+                  help="also kdjax with XLA's own 3x3 convs everywhere (KDJAX_CPU_WINOGRAD=0)")
   a = ap.parse_args()
   from kdjax import huge_pages
   huge_pages.reexec()   # as the kdjax command runs: before JAX (or PyTorch) starts
@@ -115,7 +119,9 @@ def main() -> int:
   if a.seeds > 1:
     extra.append((f'kdjax {a.seeds} seeds', dict(seeds=a.seeds)))
   if a.folded:
-    extra.append(('kdjax folded teacher', dict(fold_teacher_bn=True)))
+    extra.append(('kdjax folded teacher', dict(env={'KDJAX_CPU_FOLD_TEACHER_BN': '1'})))
+  if a.no_winograd:
+    extra.append(('kdjax no Winograd', dict(env={'KDJAX_CPU_WINOGRAD': '0'})))
   for name, kw in extra:
     try:
       p, n = kdjax_contestant(a.batch, **kw)

@@ -73,6 +73,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kdjax.models import winograd
+
 # ----------------------------------------------------------------- BatchNorm
 
 
@@ -146,6 +148,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
                                strides, pads, dimension_numbers=dimension_numbers, precision=precision)
           for k in range(groups)], axis=-1)
     explicit = groups == 1
+    if explicit and winograd.applies(lhs.shape, rhs.shape, strides, pads, groups, lhs.dtype, rhs.dtype):
+      conv = winograd.conv3x3
 
   def input_and_filter_grads(x, w, g):
     if not explicit:   # many-group or dilated convs: lax's transposes
@@ -295,12 +299,15 @@ def depthwise_conv(x, w, strides: Sequence[int], padding):
 
 def input_grad(dy, w, padding):
   """d(conv(x, w))/dx applied to dy, for a stride-1 NHWC/HWIO conv with explicit `padding`:
-  the full correlation of dy with the flipped kernel, I/O swapped (XLA's own form outside loops)."""
+  the full correlation of dy with the flipped kernel, I/O swapped (XLA's own form outside loops;
+  a 3x3 one with padding 1 and enough channels is itself a Winograd conv, models/winograd.py)."""
   kh, kw = w.shape[:2]
   (pt, pb), (pl, pr) = padding
   flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
-  return lax.conv_general_dilated(dy, flipped, (1, 1), ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  pads = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+  if winograd.applies(dy.shape, flipped.shape, (1, 1), pads, 1, dy.dtype, flipped.dtype):
+    return winograd.conv3x3(dy, flipped)
+  return lax.conv_general_dilated(dy, flipped, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def filter_grad(x, dy, w_shape, strides: Sequence[int], padding):
