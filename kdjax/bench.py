@@ -22,7 +22,7 @@ import numpy as np
 from kdjax import data as data_lib
 from kdjax import models
 from kdjax import huge_pages, xla_env
-from kdjax.models import fold
+from kdjax.models import fold, winograd
 from kdjax.train import loop, multiseed, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
@@ -151,8 +151,9 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
 def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '') -> dict:
   devices = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
   if jax.default_backend() == 'cpu':
-    devices += (f', convolutions via {xla_env.cpu_convolutions()} (kdjax/xla_env.py), '
-                f'heap huge pages {huge_pages.status()}')
+    devices += (f', convolutions via {xla_env.cpu_convolutions()} (kdjax/xla_env.py), 3x3 ones '
+                f'{"Winograd" if winograd.enabled() else "direct"} from {winograd.MIN_CHANNELS} channels '
+                f'(kdjax/models/winograd.py), heap huge pages {huge_pages.status()}')
   seeds = len(multiseed.seed_list(cfg)) if multiseed.is_group(cfg) else 1
   group = f' x {seeds} seeds (one vmapped step)' if seeds > 1 else ''
   print(f'kdjax bench: {cfg.model.name} on {cfg.data.name}, batch {cfg.optim.batch_size}{group}, '

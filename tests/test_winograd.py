@@ -32,6 +32,12 @@ def test_conv3x3_equals_the_direct_conv(n, h, w, c, o):
   assert got.shape == want.shape
   # Only float32 rounding differs: the transforms' coefficients are exact in binary.
   np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(want))))
+  # flipped: the kernel flipped in space, I/O swapped (an input gradient's conv), read as is.
+  y, _ = _data(n, h, w, o, 1, seed=1)
+  want = _direct(y, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2))
+  got = jax.jit(lambda y, k: winograd.conv3x3(y, k, flipped=True))(y, k)
+  assert got.shape == (n, h, w, c)
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(want))))
 
 
 def test_conv3x3_of_one_tile_by_hand():

@@ -303,10 +303,10 @@ def input_grad(dy, w, padding):
   a 3x3 one with padding 1 and enough channels is itself a Winograd conv, models/winograd.py)."""
   kh, kw = w.shape[:2]
   (pt, pb), (pl, pr) = padding
-  flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
   pads = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
-  if winograd.applies(dy.shape, flipped.shape, (1, 1), pads, 1, dy.dtype, flipped.dtype):
-    return winograd.conv3x3(dy, flipped)
+  if winograd.applies(dy.shape, (kh, kw, w.shape[3], w.shape[2]), (1, 1), pads, 1, dy.dtype, dy.dtype):
+    return winograd.conv3x3(dy, w.astype(dy.dtype), flipped=True)
+  flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
   return lax.conv_general_dilated(dy, flipped, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 

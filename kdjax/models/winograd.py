@@ -43,11 +43,14 @@ MIN_CHANNELS = 128
 ENV = 'KDJAX_CPU_WINOGRAD'
 
 
+def enabled() -> bool:
+  """False when KDJAX_CPU_WINOGRAD=0 (read when a conv is traced)."""
+  return os.environ.get(ENV, '1') != '0'
+
+
 def applies(x_shape, w_shape, strides, padding, groups: int, x_dtype, w_dtype) -> bool:
   """Whether `conv3x3` replaces an NHWC/HWIO conv with these (explicit) `padding` pairs."""
-  if os.environ.get(ENV, '1') == '0':
-    return False
-  return (tuple(w_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and groups == 1
+  return (enabled() and tuple(w_shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and groups == 1
           and tuple(tuple(p) for p in padding) == ((1, 1), (1, 1))
           and x_shape[1] % 2 == 0 and x_shape[2] % 2 == 0
           and min(w_shape[2], w_shape[3]) >= MIN_CHANNELS
@@ -73,16 +76,23 @@ def _outer(transform, grid, size):
   return [t for u in range(size) for t in transform([cols[j][u] for j in range(len(cols))])]
 
 
-def conv3x3(x, w):
-  """lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1))) for NHWC x and HWIO w."""
+def conv3x3(x, w, *, flipped: bool = False):
+  """lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1))) for NHWC x and HWIO w.
+
+  flipped=True: the conv with w flipped in space and its I/O swapped, w[::-1, ::-1]
+  transposed to [3, 3, O, I] (x has O channels): a conv's input gradient, with no
+  transposed copy of w (a transposing read in the kernel transform doubled the time of
+  a 4x4x512 input gradient).
+  """
   n, h, wd, c = x.shape
   th, tw = h // 2, wd // 2
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   # d[i][j]: element (i, j) of every overlapping 4x4 input tile (tiles step by 2).
   d = [[xp[:, i:i + 2 * th - 1:2, j:j + 2 * tw - 1:2] for j in range(4)] for i in range(4)]
   v = jnp.stack(_outer(_bt, d, 4)).reshape(16, n * th * tw, c)
-  u = jnp.stack(_outer(_g, [[w[i, j] for j in range(3)] for i in range(3)], 4))   # [16, c, o]
-  m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))
+  taps = [[w[2 - i, 2 - j] if flipped else w[i, j] for j in range(3)] for i in range(3)]
+  u = jnp.stack(_outer(_g, taps, 4))                       # [16, c, o], or [16, o', c] flipped
+  m = lax.dot_general(v, u, (((2,), (2 if flipped else 1,)), ((0,), (0,))))
   m = m.reshape(4, 4, n, th, tw, m.shape[-1])
   rows = [_at([m[a, b] for a in range(4)]) for b in range(4)]                    # rows[b][i]
   y = [jnp.stack(_at([rows[b][i] for b in range(4)]), axis=3) for i in range(2)]  # [n, th, tw, 2, o]
