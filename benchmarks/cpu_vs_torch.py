@@ -54,6 +54,21 @@ def contestant_config(batch: int, steps_per_dispatch: int = 1, dtype: str = '', 
   return cfg
 
 
+def prepared_step(cfg, env: dict | None = None):
+  """`kdjax bench`'s prepared step of cfg, built (traced) with `env` set in os.environ."""
+  from kdjax import bench
+  old = {k: os.environ.get(k) for k in env or {}}
+  os.environ.update(env or {})
+  try:
+    return bench.PreparedStep(cfg)
+  finally:
+    for k, v in old.items():
+      if v is None:
+        del os.environ[k]
+      else:
+        os.environ[k] = v
+
+
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,
                      env: dict | None = None):
   """(PreparedStep, images per call); NotAvailable when this kdjax lacks the variant.
@@ -61,18 +76,8 @@ def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', s
   `env`: environment variables set while the step is built (kdjax reads its CPU
   options, KDJAX_CPU_FOLD_TEACHER_BN and KDJAX_CPU_WINOGRAD, when it traces).
   """
-  from kdjax import bench
   cfg = contestant_config(batch, steps_per_dispatch, dtype, seeds)
-  old = {k: os.environ.get(k) for k in env or {}}
-  os.environ.update(env or {})
-  try:
-    prep = bench.PreparedStep(cfg)
-  finally:
-    for k, v in old.items():
-      if v is None:
-        del os.environ[k]
-      else:
-        os.environ[k] = v
+  prep = prepared_step(cfg, env)
   assert prep.num_seeds == seeds, (prep.num_seeds, seeds)
   return prep, prep.batch_size * prep.steps_per_call * prep.num_seeds
 

@@ -28,15 +28,19 @@ def main() -> int:
   ap.add_argument('--archs', default='mobilenetv2,shufflenetv2,resnet8x4,wrn_40_2')
   ap.add_argument('--rounds', type=int, default=5)
   ap.add_argument('--steps', type=int, default=4, help='steps per contestant per round')
+  ap.add_argument('--no_winograd', action='store_true',
+                  help="also kdjax with XLA's own 3x3 convs everywhere (KDJAX_CPU_WINOGRAD=0)")
   a = ap.parse_args()
   from kdjax import huge_pages
   huge_pages.reexec()
   import torch
   import torch.nn.functional as F
   import torch_refs
-  from kdjax import bench, main as cli
+  from cpu_vs_torch import prepared_step
+  from kdjax import main as cli
   for arch in a.archs.split(','):
-    prep = bench.PreparedStep(cli._load_config(f'{ROOT}/configs/rd_cifar100.py:arch={arch}', []))
+    cfg = cli._load_config(f'{ROOT}/configs/rd_cifar100.py:arch={arch}', [])
+    prep = prepared_step(cfg)
     net = torch_refs.build(arch, 100).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     x, y = torch.randn(prep.batch_size, 3, 32, 32), torch.randint(0, 100, (prep.batch_size,))
@@ -49,6 +53,8 @@ def main() -> int:
       opt.step()
 
     contestants = {'kdjax': prep, 'torch': torch_step}
+    if a.no_winograd:
+      contestants['kdjax no Winograd'] = prepared_step(cfg, {'KDJAX_CPU_WINOGRAD': '0'})
     times = {k: [] for k in contestants}
     for fn in contestants.values():
       fn()
@@ -60,9 +66,11 @@ def main() -> int:
           fn()
           times[k].append(time.perf_counter() - t)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    other = (f'  no Winograd {ms["kdjax no Winograd"]:7.1f} ms (speed / torch '
+             f'{ms["torch"] / ms["kdjax no Winograd"]:.2f})' if a.no_winograd else '')
     print(f'{arch:14s} kdjax {ms["kdjax"]:7.1f} ms  torch {ms["torch"]:7.1f} ms  kdjax speed / '
-          f'torch {ms["torch"] / ms["kdjax"]:.2f}  ({torch.get_num_threads()} torch threads, heap '
-          f'huge pages {huge_pages.status()})', flush=True)
+          f'torch {ms["torch"] / ms["kdjax"]:.2f}{other}  ({torch.get_num_threads()} torch threads, '
+          f'heap huge pages {huge_pages.status()})', flush=True)
   return 0
 
 
