@@ -7,7 +7,9 @@ Synopsis:
                                                           when strided), its saved input is
                                                           materialised, vmapped weights run
                                                           per seed, depthwise convs are
-                                                          shifted multiply-adds
+                                                          shifted multiply-adds, and 3x3 ones
+                                                          with >= 128 channels are Winograd
+                                                          convs (models/winograd.py)
 
 Both compute the same numbers as autodiff of the plain formula (to float32
 rounding; tests/test_grads.py checks them against it).
@@ -149,7 +151,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
           for k in range(groups)], axis=-1)
     explicit = groups == 1
     if explicit and winograd.applies(lhs.shape, rhs.shape, strides, pads, groups, lhs.dtype, rhs.dtype):
-      conv = winograd.conv3x3
+      conv = winograd.conv3x3   # the forward only: the gradients below are the direct conv's
 
   def input_and_filter_grads(x, w, g):
     if not explicit:   # many-group or dilated convs: lax's transposes
