@@ -151,7 +151,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
           for k in range(groups)], axis=-1)
     explicit = groups == 1
     if explicit and winograd.applies(lhs.shape, rhs.shape, strides, pads, groups, lhs.dtype, rhs.dtype):
-      conv = winograd.conv3x3   # the forward only: the gradients below are the direct conv's
+      conv = winograd.conv3x3   # the forward; input_grad below makes its own choice
 
   def input_and_filter_grads(x, w, g):
     if not explicit:   # many-group or dilated convs: lax's transposes
