@@ -26,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -57,16 +58,8 @@ def contestant_config(batch: int, steps_per_dispatch: int = 1, dtype: str = '', 
 def prepared_step(cfg, env: dict | None = None):
   """`kdjax bench`'s prepared step of cfg, built (traced) with `env` set in os.environ."""
   from kdjax import bench
-  old = {k: os.environ.get(k) for k in env or {}}
-  os.environ.update(env or {})
-  try:
+  with mock.patch.dict(os.environ, env or {}):
     return bench.PreparedStep(cfg)
-  finally:
-    for k, v in old.items():
-      if v is None:
-        del os.environ[k]
-      else:
-        os.environ[k] = v
 
 
 def kdjax_contestant(batch: int, steps_per_dispatch: int = 1, dtype: str = '', seeds: int = 1,

@@ -16,6 +16,10 @@ def _direct(x, w):
   return lax.conv_general_dilated(x, w, (1, 1), _PAD1, dimension_numbers=_DN)
 
 
+def _kdjax(x, w):
+  return grads.conv_general_dilated(x, w, (1, 1), _PAD1, dimension_numbers=_DN)
+
+
 def _data(n, h, w, c, o, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(n, h, w, c)), jnp.float32)
@@ -69,12 +73,9 @@ def test_kdjax_conv_uses_it_and_its_gradients_equal_lax(monkeypatch):
   x, k = _data(2, 4, 4, 128, 128, seed=1)
   g = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 4, 128)), jnp.float32)
 
-  def kd(x, k):
-    return grads.conv_general_dilated(x, k, (1, 1), _PAD1, dimension_numbers=_DN)
-
   want_y, vjp = jax.vjp(_direct, x, k)
   want_dx, want_dw = vjp(g)
-  y, vjp = jax.vjp(jax.jit(kd), x, k)
+  y, vjp = jax.vjp(jax.jit(_kdjax), x, k)
   dx, dw = vjp(g)
   for got, want in ((y, want_y), (dx, want_dx), (dw, want_dw)):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(want))))
@@ -84,7 +85,7 @@ def test_kdjax_conv_uses_it_and_its_gradients_equal_lax(monkeypatch):
   np.testing.assert_array_equal(y, winograd.conv3x3(x, k))
   np.testing.assert_array_equal(dw, want_dw)
   monkeypatch.setenv('KDJAX_CPU_WINOGRAD', '0')   # read when tracing: a function not traced yet
-  np.testing.assert_array_equal(jax.jit(lambda x, k: kd(x, k))(x, k), jax.jit(_direct)(x, k))
+  np.testing.assert_array_equal(jax.jit(lambda x, k: _kdjax(x, k))(x, k), jax.jit(_direct)(x, k))
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the Winograd path is CPU-only')
@@ -93,9 +94,6 @@ def test_seed_group_weights_give_each_seed_its_single_run_conv():
   ks = jnp.stack([_data(1, 2, 2, 128, 128, seed=s)[1] for s in (4, 5)])
   xs = jnp.stack([x, x + 1])
 
-  def kd(x, k):
-    return grads.conv_general_dilated(x, k, (1, 1), _PAD1, dimension_numbers=_DN)
-
-  got = jax.jit(jax.vmap(kd))(xs, ks)
+  got = jax.jit(jax.vmap(_kdjax))(xs, ks)
   for i in range(2):
-    np.testing.assert_array_equal(got[i], jax.jit(kd)(xs[i], ks[i]))
+    np.testing.assert_array_equal(got[i], jax.jit(_kdjax)(xs[i], ks[i]))
