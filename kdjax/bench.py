@@ -6,13 +6,24 @@ depend on the weights). Reports compile time, median step time, images/s and
 the teacher forward's share of the step (with KDJAX_CPU_FOLD_TEACHER_BN=1 on
 CPU, of the teacher with its eval-mode BN folded, as training then runs it).
 The last line is machine-readable.
+
+`--epochs N` instead runs the training driver itself for N epochs on synthetic
+data of the dataset's full size (train and test split), in a temporary workdir:
+every evaluation, checkpoint and host sync the real run does. It reports the
+first epoch (build, compiles, teacher test logits), the steady epoch, and the
+whole run's time projected from them: what "a 240-epoch run in N minutes" needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import json
 import os
 import statistics
+import sys
+import tempfile
 import time
 
 import jax
@@ -23,7 +34,7 @@ from kdjax import data as data_lib
 from kdjax import models
 from kdjax import huge_pages, xla_env
 from kdjax.models import fold, winograd
-from kdjax.train import loop, multiseed, optim, setup as setup_lib
+from kdjax.train import driver, loop, multiseed, optim, setup as setup_lib
 
 # (image shape, classes, training-set size) of each dataset, so no data is read.
 SHAPES = {
@@ -35,9 +46,13 @@ SHAPES = {
     'fer2013': ((None, 1), 7, 28709),   # grayscale at data.image_size
     'folder': ((None, 3), 7, 12271),    # RAF-DB basic's size; any folder times the same
 }
+# Test-split sizes, for `--epochs` (the driver evaluates on it). ImageNet is streamed
+# through grain in real runs, which synthetic in-memory data would not time.
+TEST_SIZES = {'digits': 360, 'cifar10': 10000, 'cifar100': 10000, 'stl10': 8000,
+              'fer2013': 3589, 'folder': 3068}
 
 
-def synthetic_dataset(cfg, pool: int):
+def synthetic_dataset(cfg, pool: int, num_test: int = 8):
   name = cfg.data.name
   if name not in SHAPES:
     raise ValueError(f'kdjax bench knows the shapes of {sorted(SHAPES)}, not {name!r}.')
@@ -47,12 +62,13 @@ def synthetic_dataset(cfg, pool: int):
   elif shape[0] is None:
     shape = (cfg.data.image_size, cfg.data.image_size, shape[1])
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (pool,) + shape, dtype=np.uint8)
-  labels = rng.integers(0, classes, (pool,), dtype=np.int32)
+  images = rng.integers(0, 256, (pool + num_test,) + shape, dtype=np.uint8)
+  labels = rng.integers(0, classes, (pool + num_test,), dtype=np.int32)
   return data_lib.Dataset(
       name=name, num_classes=classes, image_shape=shape, mean=(0.5,) * shape[-1],
-      std=(0.25,) * shape[-1], num_train=pool, train_images=images, train_labels=labels,
-      test_images=images[:8], test_labels=labels[:8], clean_train_labels=labels,
+      std=(0.25,) * shape[-1], num_train=pool, train_images=images[:pool],
+      train_labels=labels[:pool], test_images=images[pool:], test_labels=labels[pool:],
+      clean_train_labels=labels[:pool],
       train_stream=None, test_stream=None, in_memory=True)
 
 
@@ -148,7 +164,79 @@ def time_step(cfg, steps: int, teacher_arch: str = '') -> dict[str, float]:
   return out
 
 
-def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '') -> dict:
+class _WithoutLines(io.TextIOBase):
+  """Passes lines through to `out` as they come, except those starting with `prefix`."""
+
+  def __init__(self, out, prefix: str):
+    self.out, self.prefix, self.pending = out, prefix, ''
+
+  def write(self, text: str) -> int:
+    *lines, self.pending = (self.pending + text).split('\n')
+    for line in lines:
+      if not line.startswith(self.prefix):
+        self.out.write(line + '\n')
+    self.out.flush()
+    return len(text)
+
+  def flush(self) -> None:
+    self.out.flush()
+
+
+def _epoch_ends(workdir: str) -> list[float]:
+  """Wall-clock times of the epoch ends of a run, from its metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  return [r['time'] for r in records if r['kind'] == 'train_epoch']
+
+
+def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
+  """Runs the training driver for `epochs` epochs on synthetic data of the full dataset size.
+
+  Returns the first epoch's wall time (from before `setup.build`: compiles and the
+  teacher's test logits included), the steady epoch (the mean over the later ones:
+  training, and the evaluations and checkpoints the config does at their ends, so
+  with `eval_every_epochs=k` run 1 + a multiple of k epochs), steady-state training
+  images/s (the driver's own count, without evaluation and checkpoints) and the
+  whole run projected as first + (epochs in the config - 1) x steady.
+  """
+  name = cfg.data.name
+  if name not in TEST_SIZES:
+    raise ValueError(f'kdjax bench --epochs runs in-memory datasets ({sorted(TEST_SIZES)}); '
+                     f'{name!r} is streamed from disk in real runs, so synthetic in-memory data '
+                     f'would not time it. Time its step with --steps instead.')
+  if epochs < 2:
+    raise ValueError(f'--epochs {epochs}: the steady epoch needs at least 2 epochs.')
+  cfg = copy.deepcopy(cfg)
+  if teacher_arch:
+    cfg.teacher.arch = teacher_arch
+  t_start = time.time()
+  dataset = synthetic_dataset(cfg, pool=SHAPES[name][2], num_test=TEST_SIZES[name])
+  setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
+  spe = setup.steps_per_epoch
+  if epochs * spe > setup.total_steps:
+    raise ValueError(f'--epochs {epochs} is more than the config trains '
+                     f'({setup.total_steps / spe:g} epochs).')
+  runner_cls = multiseed.SeedGroup if multiseed.is_group(cfg) else loop.SingleRun
+  with tempfile.TemporaryDirectory(prefix='kdjax-bench-') as workdir:
+    runner = runner_cls(cfg, setup, workdir)
+    # The driver's last line offers a resume, which a benchmark in a temporary dir does not.
+    with contextlib.redirect_stdout(_WithoutLines(sys.stdout, 'Stopped at step')):
+      driver.run(runner, cfg, setup, workdir, t_start, stop_after_steps=epochs * spe)
+    ends = _epoch_ends(runner.dirs[0])
+    totals = json.load(open(os.path.join(runner.dirs[0], 'totals.json')))['by_step']
+    last = totals[str(epochs * spe)]
+  steady = (ends[-1] - ends[0]) / (len(ends) - 1)
+  first = ends[0] - t_start
+  images = len(runner.cfgs) * last['train_images']
+  return {'epochs': epochs, 'steps_per_epoch': spe, 'seeds': len(runner.cfgs),
+          'first_epoch_s': first, 'steady_epoch_s': steady,
+          'train_images_per_sec': images / last['train_time_sec'],
+          'config_epochs': setup.total_steps / spe,
+          'projected_run_s': first + (setup.total_steps / spe - 1) * steady}
+
+
+def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '',
+        epochs: int = 0) -> dict:
   devices = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
   if jax.default_backend() == 'cpu':
     devices += (f', convolutions via {xla_env.cpu_convolutions()} (kdjax/xla_env.py), 3x3 ones '
@@ -158,6 +246,15 @@ def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '')
   group = f' x {seeds} seeds (one vmapped step)' if seeds > 1 else ''
   print(f'kdjax bench: {cfg.model.name} on {cfg.data.name}, batch {cfg.optim.batch_size}{group}, '
         f'terms {list(cfg.distill.terms.keys()) or "none"}, devices {devices}', flush=True)
+  if epochs:
+    res = time_epochs(cfg, epochs, teacher_arch)
+    print(f'{res["epochs"]} epochs of {res["steps_per_epoch"]} steps: first epoch '
+          f'{res["first_epoch_s"]:.1f} s (build and compiles included), steady epoch '
+          f'{res["steady_epoch_s"]:.2f} s (training, evaluation, checkpoint), training '
+          f'{res["train_images_per_sec"]:.1f} img/s; the config\'s {res["config_epochs"]:g} epochs '
+          f'projected: {res["projected_run_s"] / 60:.1f} min', flush=True)
+    print(f'projected_run_minutes={res["projected_run_s"] / 60:.2f}', flush=True)
+    return res
   if per_term:
     rows = {}
     base_terms = {k: dict(v) for k, v in cfg.distill.terms.items()}

@@ -7,7 +7,7 @@
   kdjax import-torch --arch resnet32x4 --checkpoint FILE.pth --dataset cifar100 --workdir DIR
   kdjax report DIR [DIR ...] [--best] [--error] [--format markdown|csv|latex] [--params]
                                        paper-layout table: methods x pairs, mean +- std over seeds
-  kdjax bench --config FILE [--steps N] [--per_term] [--config.x=y ...]
+  kdjax bench --config FILE [--steps N | --epochs N] [--per_term] [--config.x=y ...]
   kdjax quickstart [--workdir DIR]     the embedded digits demo: teacher, baseline, KD student
   kdjax methods                        list the registered distillation methods
   kdjax config list [MODULE]           the cells of a per-paper config module, with launch commands
@@ -103,7 +103,8 @@ def cmd_report(args, overrides):
 def cmd_bench(args, overrides):
   from kdjax import bench
   cfg = _load_config(args.config, overrides)
-  bench.run(cfg, steps=args.steps, per_term=args.per_term, teacher_arch=args.teacher_arch)
+  bench.run(cfg, steps=args.steps, per_term=args.per_term, teacher_arch=args.teacher_arch,
+            epochs=args.epochs)
   return 0
 
 
@@ -195,6 +196,10 @@ def run(argv=None) -> int:
                  help='also time plain KD and KD + each other term, one at a time')
   p.add_argument('--teacher_arch', default='',
                  help='teacher architecture when the config has no trained teacher (random init)')
+  p.add_argument('--epochs', type=int, default=0,
+                 help='instead: run the training loop for N epochs (evaluation and checkpoints '
+                      'included) on synthetic data of the full dataset size, and project the '
+                      "config's whole run")
   p = sub.add_parser('quickstart', help='digits demo: teacher, baseline student, KD student')
   p.add_argument('--workdir', default='runs/quickstart')
   p.add_argument('--force_new', action='store_true',

@@ -55,3 +55,39 @@ def test_benchmark_variants_set_the_keys_kdjax_reads():
   plain = cpu_vs_torch.contestant_config(64)
   assert (plain.optim.batch_size, plain.teacher.arch, plain.model.name) == (64, 'resnet32x4', 'resnet8x4')
   assert setup_lib.compute_dtype(plain) == {} and not multiseed.is_group(plain)
+
+
+@pytest.mark.slow
+def test_epochs_mode_runs_the_driver_and_projects_the_whole_run(capsys):
+  # --epochs runs the real loop (evaluation and checkpoint every epoch here) on synthetic
+  # data of the full digits size, in a temporary workdir it removes.
+  cfg = recipes.digits('resnet8')
+  cfg.eval_every_epochs = cfg.checkpoint_every_epochs = 1
+  cfg.progress_bar = False
+  before = set(os.listdir(bench.tempfile.gettempdir()))
+  res = bench.time_epochs(cfg, 3)
+  assert (res['epochs'], res['steps_per_epoch'], res['seeds']) == (3, 1437 // 64, 1)
+  assert res['config_epochs'] == cfg.epochs
+  assert res['first_epoch_s'] > res['steady_epoch_s'] > 0   # the first one compiles
+  assert res['projected_run_s'] == pytest.approx(
+      res['first_epoch_s'] + (cfg.epochs - 1) * res['steady_epoch_s'])
+  assert res['train_images_per_sec'] > 0
+  out = capsys.readouterr().out
+  assert [line.split()[1] for line in out.splitlines() if line.startswith('epoch ')] == [
+      '1/15', '2/15', '3/15']                       # the driver's evaluation lines, kept
+  assert 'Stopped at step' not in out               # its resume hint is not for a benchmark
+  left = {d for d in set(os.listdir(bench.tempfile.gettempdir())) - before
+          if d.startswith('kdjax-bench-')}
+  assert not left
+
+
+def test_epochs_mode_refuses_what_it_cannot_time():
+  cfg = recipes.digits('resnet8')
+  with pytest.raises(ValueError, match='at least 2 epochs'):
+    bench.time_epochs(cfg, 1)
+  cfg.epochs = 2
+  with pytest.raises(ValueError, match='more than the config trains'):
+    bench.time_epochs(cfg, 3)
+  cfg.data.name = 'imagenet2012'
+  with pytest.raises(ValueError, match='streamed from disk'):
+    bench.time_epochs(cfg, 3)

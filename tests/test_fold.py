@@ -25,6 +25,19 @@ def _random_stats(variables, seed=0):
   return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
+def _variables(model, x, seed=0):
+  """Random variables of `model` from numpy: model.init would compile a threefry kernel per
+  parameter (seconds for a ResNet on 2 cores), and any weights serve these equalities."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    if path[-1].key == 'kernel':
+      return jnp.asarray(rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape), s.dtype)
+    return jnp.full(s.shape, 1.0 if path[-1].key in ('var', 'scale') else 0.0, s.dtype)
+  return _random_stats(jax.tree_util.tree_map_with_path(fill, shapes), seed)
+
+
 def _rel_err(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return np.abs(a - b).max() / np.abs(b).max()
@@ -38,7 +51,7 @@ def test_folded_forward_equals_plain(arch, folded, total):
   # (6 blocks); the other 7 BNs read a block input or the last map and stay as they are.
   m = models.create(arch, 10)
   x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (4, 8, 8, 3)), jnp.float32)
-  v = _random_stats(m.init(jax.random.key(0), x, train=False))
+  v = _variables(m, x)
   pairs = fold.conv_bn_pairs(m, v, x, train=False)
   n_bn = sum(1 for p, _ in jax.tree_util.tree_leaves_with_path(v['batch_stats']) if p[-1].key == 'mean')
   assert (len(pairs), n_bn) == (folded, total)
@@ -51,15 +64,16 @@ def test_folded_forward_equals_plain(arch, folded, total):
     assert _rel_err(feats2[k], feats[k]) < 1e-5, k
   assert _rel_err(logits2, logits) < 1e-5
   # Gradients with respect to the input (BSS attacks the teacher) agree as well.
-  g = jax.grad(lambda x: m.apply(v, x, train=False)[0][:, 0].sum())(x)
-  g2 = jax.grad(lambda x: f.apply(v, x, train=False)[0][:, 0].sum())(x)
+  # Jitted: op by op, the gradients compile hundreds of small programs.
+  g = jax.jit(jax.grad(lambda x: m.apply(v, x, train=False)[0][:, 0].sum()))(x)
+  g2 = jax.jit(jax.grad(lambda x: f.apply(v, x, train=False)[0][:, 0].sum()))(x)
   assert _rel_err(g2, g) < 1e-5
 
 
 def test_train_mode_and_attributes_pass_through():
   m = models.create('resnet8', 10)
   x = jnp.asarray(np.random.default_rng(2).normal(0, 1, (4, 8, 8, 3)), jnp.float32)
-  v = _random_stats(m.init(jax.random.key(0), x, train=False))
+  v = _variables(m, x, seed=2)
   f = fold.BatchNormFolded(m)
   (lo, _), st = m.apply(v, x, train=True, mutable=['batch_stats'])
   (lo2, _), st2 = f.apply(v, x, train=True, mutable=['batch_stats'])
@@ -82,7 +96,7 @@ class _ConvFeature(nn.Module):
 def test_conv_output_used_elsewhere_is_not_folded():
   m = _ConvFeature()
   x = jnp.asarray(np.random.default_rng(3).normal(0, 1, (2, 6, 6, 3)), jnp.float32)
-  v = _random_stats(m.init(jax.random.key(0), x))
+  v = _variables(m, x, seed=3)
   assert fold.conv_bn_pairs(m, v, x, train=False) == {('conv_b',): (('bn_b',), 1e-5)}
   _, feats = m.apply(v, x, train=False)
   _, feats2 = fold.BatchNormFolded(m).apply(v, x, train=False)
