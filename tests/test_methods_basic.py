@@ -55,11 +55,12 @@ def _spec(arch):
 
 
 def random_context(info, seed=0, progress=0.0):
-  key = iter(jax.random.split(jax.random.key(seed), 64))
+  # numpy, not jax.random: eagerly, each new shape would compile a threefry kernel (~0.6 s).
+  rng = np.random.default_rng(seed)
   def feats(shapes):
     if shapes is None:
       return None
-    return {k: jax.random.normal(next(key), v.shape, v.dtype) for k, v in shapes.items()}
+    return {k: jnp.asarray(rng.normal(size=v.shape), v.dtype) for k, v in shapes.items()}
   ctx = api.example_context(info, batch=BATCH)
   return dataclasses.replace(
       ctx, student=feats(info.student_shapes),

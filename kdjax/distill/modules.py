@@ -28,20 +28,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kdjax.models import initializers
 from kdjax.models.common import batch_norm
 
 
 # PyTorch's default Conv/Linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+torch_kernel_init = initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 # PyTorch's ConvTranspose weight is [C_in, C_out, k, k], so its fan_in is C_out * k * k
 # (the same fan its bias uses); flax's ConvTranspose kernel is [k, k, C_in, C_out].
-torch_transpose_kernel_init = nn.initializers.variance_scaling(
+torch_transpose_kernel_init = initializers.variance_scaling(
     1.0 / 3.0, 'fan_in', 'uniform', in_axis=-1, out_axis=-2)
 
 
 def torch_bias_init(fan_in: int):
   bound = 1.0 / math.sqrt(max(fan_in, 1))
-  return lambda key, shape, dtype=jnp.float32: nn.initializers.uniform(2 * bound)(
+  return lambda key, shape, dtype=jnp.float32: initializers.uniform(2 * bound)(
       key, shape, dtype) - bound
 
 

@@ -80,7 +80,7 @@ class BinaryConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     c_in = x.shape[-1]
-    w = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+    w = self.param('kernel', common.conv_kernel_init,
                    (self.kernel, self.kernel, c_in, self.features))
     pad = self.kernel // 2
     y = jax.lax.conv_general_dilated(

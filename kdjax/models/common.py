@@ -44,12 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models import grads
+from kdjax.models import grads, initializers
 
 # Kaiming normal, mode='fan_out', nonlinearity='relu' (std = sqrt(2 / (k*k*out))).
-conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+conv_kernel_init = initializers.variance_scaling(2.0, 'fan_out', 'normal')
 # PyTorch nn.Linear's default weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+dense_kernel_init = initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
 # The validity mask of the batch rows that train-mode BatchNorm reads (a masked last partial

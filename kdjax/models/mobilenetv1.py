@@ -36,7 +36,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from kdjax.models import common
+from kdjax.models import common, initializers
 from kdjax.models.spec import ModelSpec, names_regex, standard_features
 
 _LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -46,8 +46,8 @@ CIFAR_LAYERS = ((64, 1), (128, 1), (128, 1), (256, 2), (256, 1), (512, 2), (512,
                 (512, 1), (512, 1), (512, 1), (1024, 1), (1024, 1))
 _STAGE_ENDS = (3, 5, 11, 13)
 # IE-KD's dw_conv_init: N(0, sqrt(2 / (k * k))), fan_out without the channel count.
-_IE_DW_INIT = nn.initializers.normal(stddev=(2.0 / 9.0) ** 0.5)
-_IE_HEAD_INIT = nn.initializers.normal(stddev=0.01)
+_IE_DW_INIT = initializers.normal(stddev=(2.0 / 9.0) ** 0.5)
+_IE_HEAD_INIT = initializers.normal(stddev=0.01)
 
 
 class DepthwiseSeparable(nn.Module):

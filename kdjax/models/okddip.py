@@ -36,7 +36,7 @@ from kdjax.models.one import _ResNetBranch, resnet_depth, resnet_trunk
 from kdjax.models.spec import ModelSpec, names_regex
 
 # PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
-_torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+_torch_linear_init = common.dense_kernel_init
 
 
 def peer_attention(queries, keys, peer_logits):

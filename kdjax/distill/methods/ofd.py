@@ -31,6 +31,7 @@ from kdjax import losses
 from kdjax.distill import checks
 from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method, resolve_feature_pair
+from kdjax.models import initializers
 from kdjax.models.common import batch_norm
 
 Array = jax.Array
@@ -107,7 +108,7 @@ class OFDConnector(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.Conv(self.t_channels, (1, 1), use_bias=False,
-                kernel_init=nn.initializers.normal(math.sqrt(2.0 / self.t_channels)),
+                kernel_init=initializers.normal(math.sqrt(2.0 / self.t_channels)),
                 name='conv')(x)
     return batch_norm(train, 'bn')(x)
 

@@ -40,12 +40,13 @@ from kdjax.distill import modules as ac
 from kdjax.distill.methods import ipwd
 from kdjax.distill.modules import torch_bias_init, torch_kernel_init
 from kdjax.losses.features import adaptive_avg_pool_to
+from kdjax.models import initializers
 from kdjax.models.common import batch_norm
 
 Array = jax.Array
 
 # kaiming_uniform_(a=1): U(+-sqrt(3 / fan_in)).
-kaiming_a1_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+kaiming_a1_init = initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 HCL_LEVELS = (4, 2, 1)
 
 

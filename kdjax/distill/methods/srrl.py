@@ -73,7 +73,7 @@ from kdjax import models
 from kdjax.distill import modules
 from kdjax.distill.api import BuildInfo, Context, Needs, Term, register_method
 from kdjax.distill.methods import kd as kd_lib
-from kdjax.models import common
+from kdjax.models import common, initializers
 
 Array = jax.Array
 
@@ -156,7 +156,7 @@ class SRRLConnector(nn.Module):
   def __call__(self, x, *, train: bool):
     std = math.sqrt(2.0 / self.features)  # n = k * k * out_channels with k = 1
     x = nn.Conv(self.features, (1, 1), use_bias=False,
-                kernel_init=nn.initializers.normal(stddev=std), name='conv')(x)
+                kernel_init=initializers.normal(stddev=std), name='conv')(x)
     x = common.batch_norm(train, 'bn', scale_init=nn.initializers.ones,
                           bias_init=nn.initializers.zeros)(x)
     return nn.relu(x)
