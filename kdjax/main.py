@@ -102,6 +102,8 @@ def cmd_report(args, overrides):
 
 def cmd_bench(args, overrides):
   from kdjax import bench
+  if args.epochs and args.per_term:
+    raise ValueError('--per_term times single steps; it does not combine with --epochs.')
   cfg = _load_config(args.config, overrides)
   bench.run(cfg, steps=args.steps, per_term=args.per_term, teacher_arch=args.teacher_arch,
             epochs=args.epochs)

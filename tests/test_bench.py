@@ -91,3 +91,10 @@ def test_epochs_mode_refuses_what_it_cannot_time():
   cfg.data.name = 'imagenet2012'
   with pytest.raises(ValueError, match='streamed from disk'):
     bench.time_epochs(cfg, 3)
+
+
+def test_epochs_and_per_term_exclude_each_other(capsys):
+  from kdjax import main
+  assert main.run(['bench', '--config', 'configs/digits.py:arch=resnet8', '--epochs', '3',
+                   '--per_term']) == 2
+  assert 'does not combine with --epochs' in capsys.readouterr().err
