@@ -223,8 +223,8 @@ def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
     with contextlib.redirect_stdout(_WithoutLines(sys.stdout, 'Stopped at step')):
       driver.run(runner, cfg, setup, workdir, t_start, stop_after_steps=epochs * spe)
     ends = _epoch_ends(runner.dirs[0])
-    totals = json.load(open(os.path.join(runner.dirs[0], 'totals.json')))['by_step']
-    last = totals[str(epochs * spe)]
+    with open(os.path.join(runner.dirs[0], 'totals.json')) as f:
+      last = json.load(f)['by_step'][str(epochs * spe)]
   steady = (ends[-1] - ends[0]) / (len(ends) - 1)
   first = ends[0] - t_start
   images = len(runner.cfgs) * last['train_images']
