@@ -195,9 +195,11 @@ def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
   Returns the first epoch's wall time (from before `setup.build`: compiles and the
   teacher's test logits included), the steady epoch (the mean over the later ones:
   training, and the evaluations and checkpoints the config does at their ends, so
-  with `eval_every_epochs=k` run 1 + a multiple of k epochs), steady-state training
-  images/s (the driver's own count, without evaluation and checkpoints) and the
-  whole run projected as first + (epochs in the config - 1) x steady.
+  with `eval_every_epochs=k` run 1 + a multiple of k epochs), training images/s
+  (the driver's own clock, without evaluation, checkpoints and the compile; after
+  the first epoch when a checkpoint recorded it there, and then also the steady
+  epoch's time beyond training), and the whole run projected as
+  first + (epochs in the config - 1) x steady.
   """
   name = cfg.data.name
   if name not in TEST_SIZES:
@@ -224,13 +226,21 @@ def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
       driver.run(runner, cfg, setup, workdir, t_start, stop_after_steps=epochs * spe)
     ends = _epoch_ends(runner.dirs[0])
     with open(os.path.join(runner.dirs[0], 'totals.json')) as f:
-      last = json.load(f)['by_step'][str(epochs * spe)]
+      totals = json.load(f)['by_step']  # at every checkpoint
   steady = (ends[-1] - ends[0]) / (len(ends) - 1)
   first = ends[0] - t_start
-  images = len(runner.cfgs) * last['train_images']
+  # The driver's training clock (no evaluation, checkpoint or compile), after the first
+  # epoch when a checkpoint recorded it there.
+  end, after_first = totals[str(epochs * spe)], totals.get(str(spe))
+  base = after_first or {'train_time_sec': 0.0, 'train_images': 0.0}
+  rate = ((end['train_images'] - base['train_images'])
+          / (end['train_time_sec'] - base['train_time_sec']))
+  # Training alone would take an epoch's images at that rate; the rest of a steady epoch
+  # is evaluation, checkpoints and host syncs.
+  overhead = steady - spe * cfg.optim.batch_size / rate if after_first else None
   return {'epochs': epochs, 'steps_per_epoch': spe, 'seeds': len(runner.cfgs),
-          'first_epoch_s': first, 'steady_epoch_s': steady,
-          'train_images_per_sec': images / last['train_time_sec'],
+          'first_epoch_s': first, 'steady_epoch_s': steady, 'overhead_per_epoch_s': overhead,
+          'train_images_per_sec': len(runner.cfgs) * rate,
           'config_epochs': setup.total_steps / spe,
           'projected_run_s': first + (setup.total_steps / spe - 1) * steady}
 
@@ -248,9 +258,11 @@ def run(cfg, *, steps: int = 20, per_term: bool = False, teacher_arch: str = '',
         f'terms {list(cfg.distill.terms.keys()) or "none"}, devices {devices}', flush=True)
   if epochs:
     res = time_epochs(cfg, epochs, teacher_arch)
+    overhead = ('' if res['overhead_per_epoch_s'] is None else
+                f' ({res["overhead_per_epoch_s"]:.2f} s of it evaluation, checkpoints, host syncs)')
     print(f'{res["epochs"]} epochs of {res["steps_per_epoch"]} steps: first epoch '
           f'{res["first_epoch_s"]:.1f} s (build and compiles included), steady epoch '
-          f'{res["steady_epoch_s"]:.2f} s (training, evaluation, checkpoint), training '
+          f'{res["steady_epoch_s"]:.2f} s{overhead}, training '
           f'{res["train_images_per_sec"]:.1f} img/s; the config\'s {res["config_epochs"]:g} epochs '
           f'projected: {res["projected_run_s"] / 60:.1f} min', flush=True)
     print(f'projected_run_minutes={res["projected_run_s"] / 60:.2f}', flush=True)

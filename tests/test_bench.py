@@ -71,7 +71,11 @@ def test_epochs_mode_runs_the_driver_and_projects_the_whole_run(capsys):
   assert res['first_epoch_s'] > res['steady_epoch_s'] > 0   # the first one compiles
   assert res['projected_run_s'] == pytest.approx(
       res['first_epoch_s'] + (cfg.epochs - 1) * res['steady_epoch_s'])
-  assert res['train_images_per_sec'] > 0
+  # Training at the driver's rate fills part of a steady epoch; evaluation and the checkpoint
+  # the rest (a checkpoint every epoch records the clock after the first).
+  train_s = res['steps_per_epoch'] * 64 / res['train_images_per_sec']
+  assert res['overhead_per_epoch_s'] == pytest.approx(res['steady_epoch_s'] - train_s)
+  assert 0 < train_s < res['steady_epoch_s']
   out = capsys.readouterr().out
   assert [line.split()[1] for line in out.splitlines() if line.startswith('epoch ')] == [
       '1/15', '2/15', '3/15']                       # the driver's evaluation lines, kept
