@@ -82,3 +82,11 @@ def test_without_partitionable_threefry_it_draws_the_shape_itself(monkeypatch):
 def test_unsupported_distribution_is_refused():
   with pytest.raises(ValueError, match='truncated_normal'):
     initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal')
+
+
+def test_another_prng_draws_the_shape_itself(monkeypatch):
+  drawn = _drawn_shapes(monkeypatch)
+  key = jax.random.key(0, impl='rbg')
+  a = np.asarray(initializers.normal(0.1)(key, (3, 3, 4, 8)))
+  np.testing.assert_array_equal(a, np.asarray(nn.initializers.normal(0.1)(key, (3, 3, 4, 8))))
+  assert drawn[0] == (3, 3, 4, 8)

@@ -30,16 +30,15 @@ def bucket(n: int) -> int:
   return max(MIN_BUCKET, 1 << (n - 1).bit_length())
 
 
-def _prefix_holds() -> bool:
-  return (jax.config.jax_threefry_partitionable
-          and jax.config.jax_default_prng_impl == 'threefry2x32')
+def _prefix_holds(key) -> bool:
+  return jax.config.jax_threefry_partitionable and str(jax.random.key_impl(key)) == 'threefry2x32'
 
 
 def _draw(sample, key, shape, dtype):
   """sample(key, shape) for an elementwise distribution, drawn as a prefix of a bucket."""
   shape = tuple(shape)
   n = math.prod(shape)
-  if not _prefix_holds() or n == 0:
+  if not _prefix_holds(key) or n == 0:
     return sample(key, shape, dtype)
   return sample(key, (bucket(n),), dtype)[:n].reshape(shape)
 
