@@ -26,8 +26,8 @@ def _random_stats(variables, seed=0):
 
 
 def _variables(model, x, seed=0):
-  """Random variables of `model` from numpy: model.init would compile a threefry kernel per
-  parameter (seconds for a ResNet on 2 cores), and any weights serve these equalities."""
+  """Random variables of `model` from numpy: model.init runs op by op and compiles threefry
+  programs (seconds for a ResNet on 2 cores), and any weights serve these equalities."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   rng = np.random.default_rng(seed)
 
