@@ -82,6 +82,20 @@ def _teacher(cfg, dataset):
   return setup_lib.Teacher(model, dict(variables), cfg.teacher.arch, 'random-init', '')
 
 
+def _synthetic_setup(cfg, teacher_arch: str, pool: int, num_test: int = 8):
+  """A copy of cfg (with `teacher_arch` if given) and its Setup on synthetic data."""
+  cfg = copy.deepcopy(cfg)
+  if teacher_arch:
+    cfg.teacher.arch = teacher_arch
+  dataset = synthetic_dataset(cfg, pool, num_test)
+  return cfg, setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
+
+
+def _runner(cfg, setup, workdir: str):
+  """The training driver's runner: a seed group's or a single run's."""
+  return (multiseed.SeedGroup if multiseed.is_group(cfg) else loop.SingleRun)(cfg, setup, workdir)
+
+
 class PreparedStep:
   """A compiled train step on synthetic data; `__call__()` runs one step and blocks.
 
@@ -92,20 +106,17 @@ class PreparedStep:
   """
 
   def __init__(self, cfg, teacher_arch: str = ''):
-    cfg = copy.deepcopy(cfg)
-    if teacher_arch:
-      cfg.teacher.arch = teacher_arch
     self.batch_size = bs = cfg.optim.batch_size
-    dataset = synthetic_dataset(cfg, pool=4 * bs)
     # A given teacher replaces the config's checkpoint in build().
-    setup = self.setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
+    cfg, setup = self.cfg, self.setup = _synthetic_setup(cfg, teacher_arch, pool=4 * bs)
+    dataset = setup.dataset
     repl = setup_lib.replicated(setup.mesh)
     # The program training runs: a compiled loop of k = steps_per_dispatch steps per call,
     # vmapped over the seeds of a seed group (num_seeds / seeds).
     self.steps_per_call = k = loop.steps_per_dispatch(cfg, dataset)
     # The training driver's runner, built without a workdir: it writes nothing until
     # driver.run calls make_dirs, and the benchmark never does.
-    runner = (multiseed.SeedGroup if multiseed.is_group(cfg) else loop.SingleRun)(cfg, setup, '')
+    runner = _runner(cfg, setup, '')
     variables = runner.init_variables()
     self.state = runner.fresh_state(variables)
     tx, _ = optim.stage_tx(setup, 0, variables['params'])
@@ -208,19 +219,14 @@ def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
                      f'would not time it. Time its step with --steps instead.')
   if epochs < 2:
     raise ValueError(f'--epochs {epochs}: the steady epoch needs at least 2 epochs.')
-  cfg = copy.deepcopy(cfg)
-  if teacher_arch:
-    cfg.teacher.arch = teacher_arch
   t_start = time.time()
-  dataset = synthetic_dataset(cfg, pool=SHAPES[name][2], num_test=TEST_SIZES[name])
-  setup = setup_lib.build(cfg, dataset=dataset, teacher=_teacher(cfg, dataset))
+  cfg, setup = _synthetic_setup(cfg, teacher_arch, pool=SHAPES[name][2], num_test=TEST_SIZES[name])
   spe = setup.steps_per_epoch
   if epochs * spe > setup.total_steps:
     raise ValueError(f'--epochs {epochs} is more than the config trains '
                      f'({setup.total_steps / spe:g} epochs).')
-  runner_cls = multiseed.SeedGroup if multiseed.is_group(cfg) else loop.SingleRun
   with tempfile.TemporaryDirectory(prefix='kdjax-bench-') as workdir:
-    runner = runner_cls(cfg, setup, workdir)
+    runner = _runner(cfg, setup, workdir)
     # The driver's last line offers a resume, which a benchmark in a temporary dir does not.
     with contextlib.redirect_stdout(_WithoutLines(sys.stdout, 'Stopped at step')):
       driver.run(runner, cfg, setup, workdir, t_start, stop_after_steps=epochs * spe)
