@@ -108,7 +108,8 @@ class PreparedStep:
   def __init__(self, cfg, teacher_arch: str = ''):
     self.batch_size = bs = cfg.optim.batch_size
     # A given teacher replaces the config's checkpoint in build().
-    cfg, setup = self.cfg, self.setup = _synthetic_setup(cfg, teacher_arch, pool=4 * bs)
+    cfg, setup = _synthetic_setup(cfg, teacher_arch, pool=4 * bs)
+    self.setup = setup
     dataset = setup.dataset
     repl = setup_lib.replicated(setup.mesh)
     # The program training runs: a compiled loop of k = steps_per_dispatch steps per call,
