@@ -211,7 +211,8 @@ def time_epochs(cfg, epochs: int, teacher_arch: str = '') -> dict[str, float]:
   (the driver's own clock, without evaluation, checkpoints and the compile; after
   the first epoch when a checkpoint recorded it there, and then also the steady
   epoch's time beyond training), and the whole run projected as
-  first + (epochs in the config - 1) x steady.
+  first + (epochs in the config - 1) x steady (the epochs run are the first stage's; later
+  stages of a multi-stage config are assumed to cost as much).
   """
   name = cfg.data.name
   if name not in TEST_SIZES:
