@@ -10,9 +10,9 @@ parameter of a size bucket runs the same compiled program. The values are flax's
 (tests/test_initializers.py). With threefry not partitionable, or another PRNG, the prefix
 property does not hold, and they draw the shape itself.
 
-  variance_scaling(scale, mode, distribution)   as nn.initializers.variance_scaling
-                                                ('normal' or 'uniform'; fan axes -2 / -1)
-  normal(stddev), uniform(scale)                as nn.initializers.normal / uniform
+  variance_scaling(scale, mode, distribution, in_axis=-2, out_axis=-1)
+                                  as nn.initializers.variance_scaling ('normal' or 'uniform')
+  normal(stddev), uniform(scale)  as nn.initializers.normal / uniform
 """
 
 from __future__ import annotations
@@ -43,14 +43,6 @@ def _draw(sample, key, shape, dtype):
   return sample(key, (bucket(n),), dtype)[:n].reshape(shape)
 
 
-def _normal(key, shape, dtype):
-  return jax.random.normal(key, shape, dtype)
-
-
-def _uniform(key, shape, dtype):
-  return jax.random.uniform(key, shape, dtype)
-
-
 def _uniform_pm1(key, shape, dtype):
   return jax.random.uniform(key, shape, dtype, -1)
 
@@ -72,7 +64,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = 
     # As jax.nn.initializers computes it: the variance in dtype, then its square root.
     variance = jnp.array(scale / denominator, dtype=dtype)
     if distribution == 'normal':
-      return _draw(_normal, key, shape, dtype) * jnp.sqrt(variance)
+      return _draw(jax.random.normal, key, shape, dtype) * jnp.sqrt(variance)
     return _draw(_uniform_pm1, key, shape, dtype) * jnp.sqrt(3 * variance)
   return init
 
@@ -80,12 +72,12 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis: int = 
 def normal(stddev: float = 1e-2):
   """nn.initializers.normal(stddev)."""
   def init(key, shape, dtype=jnp.float32):
-    return _draw(_normal, key, shape, dtype) * jnp.array(stddev, dtype)
+    return _draw(jax.random.normal, key, shape, dtype) * jnp.array(stddev, dtype)
   return init
 
 
 def uniform(scale: float = 1e-2):
   """nn.initializers.uniform(scale): U[0, scale)."""
   def init(key, shape, dtype=jnp.float32):
-    return _draw(_uniform, key, shape, dtype) * jnp.array(scale, dtype)
+    return _draw(jax.random.uniform, key, shape, dtype) * jnp.array(scale, dtype)
   return init
